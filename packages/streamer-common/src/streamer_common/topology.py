@@ -1,0 +1,152 @@
+"""NATS subjects and JetStream streams shared by the edge and the producers.
+
+Data for stream `<id>` flows on subject `stream.<id>`, captured by the data stream so
+that it survives crashes and can be replayed. Jobs go to `streamer.jobs.<id>` on a
+work-queue stream that holds at most one job per id, so concurrent starts make one job.
+Producers ask `streamer.interest.<id>` whether any edge still has a reader.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import NotFoundError
+
+from streamer_common.settings import NatsSettings
+
+logger = logging.getLogger(__name__)
+
+JOBS_CONSUMER = "producers"
+
+
+def data_subject(stream_id: str) -> str:
+    """Subject that carries the chunks of one stream."""
+    return f"stream.{stream_id}"
+
+
+def job_subject(stream_id: str) -> str:
+    """Work-queue subject of the job that produces one stream."""
+    return f"streamer.jobs.{stream_id}"
+
+
+def interest_subject(stream_id: str) -> str:
+    """Subject on which edges answer whether a client still reads one stream."""
+    return f"streamer.interest.{stream_id}"
+
+
+class TopologyError(RuntimeError):
+    """An existing JetStream stream does not match what this service is configured for."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Topology:
+    """The JetStream streams both services agree on, derived from their settings."""
+
+    data_stream: str
+    jobs_stream: str
+    retention: float
+    duplicate_window: float
+    replicas: int
+    max_message_bytes: int
+
+    @classmethod
+    def from_settings(cls, settings: NatsSettings) -> Topology:
+        """Take the topology fields out of a service's settings."""
+        return cls(
+            data_stream=settings.data_stream,
+            jobs_stream=settings.jobs_stream,
+            retention=float(settings.retention),
+            duplicate_window=float(settings.duplicate_window),
+            replicas=settings.stream_replicas,
+            max_message_bytes=settings.max_message_bytes,
+        )
+
+    def data_config(self) -> StreamConfig:
+        """Chunks of every stream, kept for `retention` after they were written."""
+        return StreamConfig(
+            name=self.data_stream,
+            subjects=[data_subject("*")],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=self.retention,
+            duplicate_window=self.duplicate_window,
+            max_msg_size=self.max_message_bytes,
+            discard=DiscardPolicy.OLD,
+            num_replicas=self.replicas,
+            allow_direct=True,
+        )
+
+    def jobs_config(self) -> StreamConfig:
+        """At most one pending or running job per stream id, removed when acknowledged."""
+        return StreamConfig(
+            name=self.jobs_stream,
+            subjects=[job_subject("*")],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            max_age=self.retention,
+            duplicate_window=self.duplicate_window,
+            max_msgs_per_subject=1,
+            discard=DiscardPolicy.NEW,
+            discard_new_per_subject=True,
+            num_replicas=self.replicas,
+        )
+
+
+_COMPARED = (
+    "subjects",
+    "retention",
+    "storage",
+    "max_age",
+    "duplicate_window",
+    "max_msg_size",
+    "discard",
+    "max_msgs_per_subject",
+    "discard_new_per_subject",
+    "num_replicas",
+)
+
+
+def _differences(wanted: StreamConfig, actual: StreamConfig) -> list[str]:
+    found = []
+    for name in _COMPARED:
+        want: Any = getattr(wanted, name)
+        have: Any = getattr(actual, name)
+        if isinstance(want, float) and isinstance(have, int | float):
+            if abs(want - have) < 0.001:
+                continue
+        elif want == have or (want in (None, False) and have in (None, False, 0, -1)):
+            continue
+        found.append(f"{name}={have!r} (configured {want!r})")
+    return found
+
+
+async def ensure_stream(js: JetStreamContext, wanted: StreamConfig) -> None:
+    """Create `wanted` if missing; raise TopologyError if it exists with another definition."""
+    try:
+        info = await js.stream_info(wanted.name or "")
+    except NotFoundError:
+        await js.add_stream(wanted)
+        logger.info("created JetStream stream", extra={"stream": wanted.name})
+        return
+    differences = _differences(wanted, info.config)
+    if differences:
+        raise TopologyError(
+            f"JetStream stream {wanted.name} exists with a different definition: "
+            + ", ".join(differences)
+            + ". Align the settings of every service, or update or delete the stream."
+        )
+
+
+async def ensure_topology(js: JetStreamContext, topology: Topology) -> None:
+    """Create or check both streams; idempotent, safe for every replica at start-up."""
+    await ensure_stream(js, topology.data_config())
+    await ensure_stream(js, topology.jobs_config())

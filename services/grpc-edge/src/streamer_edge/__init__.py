@@ -1,0 +1,1 @@
+"""grpc-edge: relays NATS JetStream streams to gRPC clients."""

@@ -1,0 +1,132 @@
+"""Reads one stream's subject in order, surviving reconnects and lost consumers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+
+from nats.aio.client import Client
+from nats.errors import Error as NatsError
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from streamer_common import frames
+from streamer_common.pull import ConsumerGone, PullConsumer
+from streamer_common.topology import data_subject
+
+logger = logging.getLogger(__name__)
+
+_POLL = 1.0
+
+
+class NatsOutage(Exception):
+    """NATS stayed unreachable longer than the configured bound."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Received:
+    """A frame and the JetStream sequence of the message that carried it."""
+
+    stream_sequence: int
+    frame: frames.Frame
+
+
+class Follower:
+    """An ephemeral ordered consumer on `stream.<id>`, recreated where it left off if lost."""
+
+    def __init__(
+        self, nc: Client, data_stream: str, stream_id: str, *, max_bytes: int, outage: float
+    ) -> None:
+        self._nc = nc
+        self._stream = data_stream
+        self._subject = data_subject(stream_id)
+        self._max_bytes = max_bytes
+        self._outage = outage
+        self._last_stream_sequence = 0
+        self._consumer = ""
+        self._puller: PullConsumer | None = None
+
+    async def __aenter__(self) -> Follower:
+        await self._open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._close()
+
+    async def _open(self) -> None:
+        config = ConsumerConfig(
+            filter_subject=self._subject,
+            ack_policy=AckPolicy.NONE,
+            inactive_threshold=30.0,
+            mem_storage=True,
+            num_replicas=1,
+        )
+        if self._last_stream_sequence:
+            config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
+            config.opt_start_seq = self._last_stream_sequence + 1
+        info = await self._nc.jetstream().add_consumer(self._stream, config)
+        self._consumer = info.name
+        self._puller = PullConsumer(
+            self._nc, self._stream, self._consumer, batch=1024, max_bytes=self._max_bytes
+        )
+        await self._puller.__aenter__()
+
+    async def _close(self) -> None:
+        if self._puller is not None:
+            await self._puller.__aexit__()
+            self._puller = None
+        if self._consumer and self._nc.is_connected:
+            with contextlib.suppress(Exception):
+                await self._nc.jetstream().delete_consumer(self._stream, self._consumer)
+        self._consumer = ""
+
+    async def next(self, timeout: float) -> list[Received]:
+        """Frames that arrive within `timeout` (none means a quiet stream); NatsOutage if cut off."""
+        deadline = time.monotonic() + timeout
+        outage_since: float | None = None
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            if not self._nc.is_connected:
+                outage_since = outage_since or time.monotonic()
+                if time.monotonic() - outage_since > self._outage:
+                    raise NatsOutage(f"NATS unreachable for more than {self._outage:g}s")
+            else:
+                outage_since = None
+            received = await self._fetch(min(remaining, _POLL))
+            if received:
+                return received
+
+    async def _fetch(self, timeout: float) -> list[Received]:
+        if self._puller is None and not self._nc.is_connected:
+            await asyncio.sleep(min(timeout, 0.2))
+            return []
+        try:
+            if self._puller is None:
+                await self._open()
+            assert self._puller is not None
+            messages = await self._puller.fetch(timeout)
+        except ConsumerGone as gone:
+            logger.info("consumer lost, recreating", extra={"subject": self._subject, "why": str(gone)})
+            await self._reset()
+            return []
+        except (NatsError, OSError, TimeoutError) as error:
+            logger.debug("fetch failed", extra={"subject": self._subject, "error": repr(error)})
+            await self._reset()
+            await asyncio.sleep(min(timeout, 0.2))
+            return []
+        received = []
+        for msg in messages:
+            sequence = msg.metadata.sequence.stream
+            if sequence <= self._last_stream_sequence:
+                continue
+            self._last_stream_sequence = sequence
+            received.append(Received(sequence, frames.decode(msg.headers, msg.data)))
+        return received
+
+    async def _reset(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._close()

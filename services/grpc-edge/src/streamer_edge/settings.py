@@ -1,0 +1,52 @@
+"""Settings of the grpc-edge, read from `EDGE_*` environment variables."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from streamer_common.settings import Duration, NatsSettings, load
+
+PREFIX = "EDGE"
+
+
+@dataclasses.dataclass(frozen=True)
+class EdgeSettings(NatsSettings):
+    """Everything the edge reads at start-up; see docs/configuration.md."""
+
+    grpc_address: str = "0.0.0.0:50051"
+    health_address: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""
+    plaintext: bool = False
+    max_streams: int = 1000
+    stream_buffer_bytes: int = 2 * 1024 * 1024
+    max_request_bytes: int = 64 * 1024
+    max_params_bytes: int = 4096
+    first_chunk_timeout: Duration = Duration(15)
+    stall_timeout: Duration = Duration(60)
+    nats_outage_timeout: Duration = Duration(30)
+    default_job: str = "produce"
+    metrics_address: str = "0.0.0.0:9090"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.plaintext and not (self.tls_cert_file and self.tls_key_file):
+            raise ValueError(
+                "TLS_CERT_FILE and TLS_KEY_FILE are required; set EDGE_PLAINTEXT=true to serve "
+                "without TLS"
+            )
+        if self.tls_client_ca_file and self.plaintext:
+            raise ValueError("TLS_CLIENT_CA_FILE (mTLS) cannot be combined with PLAINTEXT")
+        if self.stream_buffer_bytes < self.max_message_bytes + 64 * 1024:
+            raise ValueError(
+                "STREAM_BUFFER_BYTES must exceed MAX_MESSAGE_BYTES by at least 64 KiB, "
+                "or a full-size message could never be fetched"
+            )
+        if self.max_streams < 1:
+            raise ValueError("MAX_STREAMS must be at least 1")
+
+
+def load_settings() -> EdgeSettings:
+    """Read and validate the edge's settings from the environment."""
+    return load(EdgeSettings, PREFIX)
