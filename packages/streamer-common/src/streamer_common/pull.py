@@ -47,6 +47,8 @@ class PullConsumer:
         self._open_until = 0.0
         self._epoch = -1
         self._released = False
+        self._received = 0
+        self._received_bytes = 0
         self._arrived: deque[Msg] = deque()
         self._signal = asyncio.Event()
 
@@ -73,6 +75,7 @@ class PullConsumer:
         await self._nc.publish(self._next_subject, json.dumps(request).encode(), self._sub.subject)
         self._open_until = time.monotonic() + self._expires + 1.0
         self._epoch = self._nc.stats["reconnects"]
+        self._received = self._received_bytes = 0
 
     async def fetch(self, timeout: float) -> list[Msg]:
         """Messages available within `timeout` seconds (possibly none); ConsumerGone if gone."""
@@ -100,6 +103,10 @@ class PullConsumer:
         status = None if msg.data else headers.get("Status")
         if status is None:
             messages.append(msg)
+            self._received += 1
+            self._received_bytes += len(msg.data)
+            if self._received >= self._batch or self._received_bytes >= self._max_bytes:
+                self._open_until = 0.0
             return
         description = str(headers.get(Header.DESCRIPTION, ""))
         if status == "503" or (status == "409" and description.startswith(_TERMINAL_409)):

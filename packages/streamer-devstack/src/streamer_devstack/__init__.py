@@ -1,0 +1,1 @@
+"""Local stack for development, demos and tests: nats-server, producers, edge and dev TLS."""

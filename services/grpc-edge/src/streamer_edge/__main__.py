@@ -1,0 +1,103 @@
+"""Entry point of the grpc-edge: `python -m streamer_edge` or `streamer-edge`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+
+from grpc_health.v1 import health_pb2
+from grpc_health.v1._async import HealthServicer
+from prometheus_client import CollectorRegistry
+
+from streamer_common.httpserve import OpsServer
+from streamer_common.lifecycle import shutdown_event
+from streamer_common.logs import setup_logging
+from streamer_common.natsio import connect
+from streamer_common.settings import SettingsError
+from streamer_common.topology import Topology, TopologyError, ensure_topology
+from streamer_edge.interest import Interest
+from streamer_edge.server import SERVICE_NAME, build_probe_server, build_server
+from streamer_edge.servicer import StreamerServicer
+from streamer_edge.settings import EdgeSettings, load_settings
+
+logger = logging.getLogger("streamer_edge")
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def set_health(health: HealthServicer, status: int) -> None:
+    """Set the overall status and the Streamer service's status together."""
+    for service in ("", SERVICE_NAME):
+        await health.set(service, status)
+
+
+async def serve(settings: EdgeSettings) -> None:
+    """Run the edge until SIGTERM or SIGINT, then drain within the grace period."""
+    stop = shutdown_event()
+    health = HealthServicer()
+    await set_health(health, NOT_SERVING)
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def on_disconnect() -> None:
+            await set_health(health, NOT_SERVING)
+
+        async def on_reconnect() -> None:
+            await set_health(health, SERVING)
+
+        nc = await connect(settings, "streamer-edge", stop, on_disconnect, on_reconnect)
+        if nc is None:
+            return
+        stack.push_async_callback(nc.close)
+        await ensure_topology(nc.jetstream(), Topology.from_settings(settings))
+        servicer = StreamerServicer(nc, settings, Interest(nc))
+        server, port = build_server(settings, servicer, health)
+        await server.start()
+        stack.push_async_callback(server.stop, 1)
+        ports = {"port": port}
+        if settings.health_address:
+            probe, ports["health_port"] = build_probe_server(settings.health_address, health)
+            await probe.start()
+            stack.push_async_callback(probe.stop, 0)
+        if settings.metrics_address:
+            ops = OpsServer(CollectorRegistry(), lambda: nc.is_connected)
+            ports["metrics_port"] = await ops.start(settings.metrics_address)
+            stack.push_async_callback(ops.stop)
+        await set_health(health, SERVING)
+        logger.info("edge ready", extra=ports)
+        await stop.wait()
+        await shutdown(settings, servicer, health)
+        await nc.drain()
+
+
+async def shutdown(settings: EdgeSettings, servicer: StreamerServicer, health: HealthServicer) -> None:
+    """Refuse new calls, let in-flight ones finish within the grace, then end them UNAVAILABLE."""
+    await health.enter_graceful_shutdown()
+    servicer.drain()
+    deadline = time.monotonic() + settings.shutdown_grace
+    while servicer.active and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    logger.info("edge stopping", extra={"unfinished_streams": servicer.active})
+    servicer.close()
+    while servicer.active and time.monotonic() < deadline + 2:
+        await asyncio.sleep(0.05)
+
+
+def main() -> None:
+    """Read settings, set up logging, serve until told to stop."""
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        sys.exit(f"streamer-edge: invalid settings: {error}")
+    setup_logging(settings.log_level, settings.log_format)
+    try:
+        asyncio.run(serve(settings))
+    except TopologyError as error:
+        sys.exit(f"streamer-edge: {error}")
+
+
+if __name__ == "__main__":
+    main()

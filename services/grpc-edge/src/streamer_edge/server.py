@@ -1,0 +1,60 @@
+"""Builds the edge's gRPC servers: the TLS service port and the plaintext probe port."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from streamer_common.proto import stream_pb2, stream_pb2_grpc
+from streamer_edge.settings import EdgeSettings
+
+SERVICE_NAME = stream_pb2.DESCRIPTOR.services_by_name["Streamer"].full_name
+
+
+def server_credentials(settings: EdgeSettings) -> grpc.ServerCredentials:
+    """TLS from the configured files; a client CA turns on mutual TLS."""
+    key = Path(settings.tls_key_file).read_bytes()
+    cert = Path(settings.tls_cert_file).read_bytes()
+    client_ca = Path(settings.tls_client_ca_file).read_bytes() if settings.tls_client_ca_file else None
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
+
+
+def build_server(
+    settings: EdgeSettings, servicer: stream_pb2_grpc.StreamerServicer, health: HealthServicer
+) -> tuple[grpc.aio.Server, int]:
+    """The public server (Streamer, health, reflection) bound to its address; returns its port."""
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", settings.max_request_bytes),
+            ("grpc.keepalive_time_ms", 20_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+            ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+        ],
+        maximum_concurrent_rpcs=settings.max_streams + 64,
+    )
+    stream_pb2_grpc.add_StreamerServicer_to_server(servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME),
+        server,
+    )
+    if settings.plaintext:
+        port = server.add_insecure_port(settings.grpc_address)
+    else:
+        port = server.add_secure_port(settings.grpc_address, server_credentials(settings))
+    return server, port
+
+
+def build_probe_server(address: str, health: HealthServicer) -> tuple[grpc.aio.Server, int]:
+    """Plaintext `grpc.health.v1` only, for Kubernetes probes that cannot speak TLS."""
+    server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    return server, server.add_insecure_port(address)

@@ -1,0 +1,226 @@
+"""The Streamer service: validates a call, starts the job once, relays the stream in order."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import grpc
+from nats.aio.client import Client
+from nats.js.errors import APIError
+
+from streamer_common import frames
+from streamer_common.ids import id_problem, job_problem
+from streamer_common.natsio import StreamState, stream_state
+from streamer_common.proto import stream_pb2, stream_pb2_grpc
+from streamer_common.topology import job_subject
+from streamer_edge.follower import Follower, NatsOutage
+from streamer_edge.interest import Interest
+from streamer_edge.settings import EdgeSettings
+
+logger = logging.getLogger(__name__)
+
+LAST_SEQUENCE_KEY = "streamer-last-sequence"
+_ALREADY_QUEUED = 10077  # JetStream: maximum messages per subject exceeded
+
+
+class StreamEnded(Exception):
+    """Ends a call with a gRPC status; `code` OK means the end marker was delivered."""
+
+    def __init__(self, code: grpc.StatusCode, message: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclasses.dataclass
+class Call:
+    """One Stream call: what was asked and how far delivery got."""
+
+    stream_id: str
+    job: str
+    params: dict[str, str]
+    delivered: int
+    write: Callable[[stream_pb2.Data], Awaitable[None]]
+
+
+class StreamerServicer(stream_pb2_grpc.StreamerServicer):
+    """Serves `Stream` from NATS JetStream; every dependency is handed in."""
+
+    def __init__(self, nc: Client, settings: EdgeSettings, interest: Interest) -> None:
+        self._nc = nc
+        self._settings = settings
+        self._interest = interest
+        self._active = 0
+        self._draining = False
+        self._closing = asyncio.Event()
+
+    @property
+    def active(self) -> int:
+        """Calls currently streaming."""
+        return self._active
+
+    def drain(self) -> None:
+        """Refuse new calls from now on; in-flight calls continue."""
+        self._draining = True
+
+    def close(self) -> None:
+        """End every in-flight call with UNAVAILABLE so its client resumes elsewhere."""
+        self._closing.set()
+
+    async def Stream(  # noqa: N802 - name fixed by the wire contract
+        self, request: stream_pb2.Request, context: grpc.aio.ServicerContext[
+            stream_pb2.Request, stream_pb2.Data]
+    ) -> None:
+        call = Call(request.id, request.job or self._settings.default_job, dict(request.params),
+                    request.after_sequence, context.write)
+        try:
+            self._admit(request)
+            self._active += 1
+            try:
+                await self._relay(call)
+            finally:
+                self._active -= 1
+        except StreamEnded as ended:
+            await self._finish(context, call, ended)
+        except Exception:
+            logger.exception("stream failed", extra={"stream_id": call.stream_id})
+            await self._finish(context, call, StreamEnded(
+                grpc.StatusCode.INTERNAL,
+                f"internal error in the edge; retry with after_sequence={call.delivered}"))
+
+    async def _finish(
+        self, context: grpc.aio.ServicerContext[stream_pb2.Request, stream_pb2.Data],
+        call: Call, ended: StreamEnded,
+    ) -> None:
+        trailer = ((LAST_SEQUENCE_KEY, str(call.delivered)),)
+        if ended.code == grpc.StatusCode.OK:
+            context.set_trailing_metadata(trailer)
+            return
+        await context.abort(ended.code, ended.message, trailer)
+
+    def _admit(self, request: stream_pb2.Request) -> None:
+        problem = id_problem(request.id) or (request.job and job_problem(request.job)) or None
+        if problem is None and request.after_sequence < 0:
+            problem = "after_sequence must be 0 or more"
+        if problem is None:
+            size = sum(len(k.encode()) + len(v.encode()) for k, v in request.params.items())
+            if size > self._settings.max_params_bytes:
+                problem = f"params take {size} bytes: at most {self._settings.max_params_bytes}"
+        if problem:
+            raise StreamEnded(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        if self._draining:
+            raise StreamEnded(grpc.StatusCode.UNAVAILABLE,
+                              "edge is shutting down; retry on another instance")
+        if not self._nc.is_connected:
+            raise StreamEnded(grpc.StatusCode.UNAVAILABLE,
+                              "edge has no connection to NATS; retry with backoff")
+        if self._active >= self._settings.max_streams:
+            raise StreamEnded(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                              f"edge is at its limit of {self._settings.max_streams} streams; "
+                              "retry with backoff")
+
+    async def _relay(self, call: Call) -> None:
+        settings = self._settings
+        state = await self._state(call.stream_id)
+        async with self._interest.hold(call.stream_id), Follower(
+            self._nc, settings.data_stream, call.stream_id,
+            max_bytes=settings.stream_buffer_bytes, outage=settings.nats_outage_timeout,
+        ) as follower:
+            if not state.finished:
+                await self._start_job(call, state)
+            await self._follow(call, follower, stale=state.subject_sequence)
+
+    async def _state(self, stream_id: str) -> StreamState:
+        try:
+            return await stream_state(self._nc, self._settings.data_stream, stream_id)
+        except Exception as error:
+            raise StreamEnded(grpc.StatusCode.UNAVAILABLE,
+                              f"cannot read stream state from NATS ({error}); retry") from error
+
+    async def _start_job(self, call: Call, state: StreamState) -> None:
+        job = frames.Job(call.stream_id, call.job, call.params)
+        headers = {frames.MSG_ID: f"job:{call.stream_id}:{state.subject_sequence}"}
+        try:
+            await self._nc.jetstream().publish(job_subject(call.stream_id), job.encode(),
+                                               headers=headers)
+        except APIError as error:
+            if error.err_code != _ALREADY_QUEUED:
+                raise StreamEnded(grpc.StatusCode.UNAVAILABLE,
+                                  f"cannot queue the job ({error.description}); retry") from error
+        except Exception as error:
+            raise StreamEnded(grpc.StatusCode.UNAVAILABLE,
+                              f"cannot queue the job ({error!r}); retry") from error
+
+    async def _follow(self, call: Call, follower: Follower, stale: int) -> None:
+        """Relay frames until the end marker; markers at or before `stale` are history."""
+        settings = self._settings
+        started = False
+        while True:
+            timeout = settings.stall_timeout if started else settings.first_chunk_timeout
+            received = await self._next(follower, call, min(timeout, 1.0), timeout)
+            started = True
+            for item in received:
+                frame = item.frame
+                if isinstance(frame, frames.DataFrame):
+                    await self._deliver(call, frame)
+                elif frame.status == frames.END:
+                    if frame.last_sequence > call.delivered:
+                        raise _data_loss(call, frame.last_sequence)
+                    await call.write(stream_pb2.Data(sequence=0))
+                    return
+                elif item.stream_sequence > stale:
+                    await self._on_marker(call, frame)
+
+    async def _next(self, follower: Follower, call: Call, poll: float, timeout: float) -> list:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._closing.is_set():
+                raise StreamEnded(grpc.StatusCode.UNAVAILABLE,
+                                  f"edge is shutting down; resume with after_sequence="
+                                  f"{call.delivered} on another instance")
+            try:
+                received = await follower.next(min(poll, deadline - time.monotonic()))
+            except NatsOutage as outage:
+                raise StreamEnded(grpc.StatusCode.UNAVAILABLE,
+                                  f"{outage}; resume with after_sequence={call.delivered}") from None
+            except ValueError as error:
+                raise StreamEnded(grpc.StatusCode.DATA_LOSS,
+                                  f"stream {call.stream_id} holds a malformed message: {error}") from None
+            if received:
+                return received
+        if call.delivered == 0:
+            raise StreamEnded(grpc.StatusCode.UNAVAILABLE,
+                              f"no data for stream {call.stream_id} within {timeout:g}s: no producer "
+                              "took the job; check that producers are running, then retry")
+        raise StreamEnded(grpc.StatusCode.UNAVAILABLE,
+                          f"stream {call.stream_id} stalled: no data for {timeout:g}s; resume with "
+                          f"after_sequence={call.delivered}")
+
+    async def _deliver(self, call: Call, frame: frames.DataFrame) -> None:
+        sequence = frame.first_sequence
+        for item in frame.items:
+            if sequence > call.delivered:
+                if sequence != call.delivered + 1:
+                    raise _data_loss(call, sequence)
+                await call.write(stream_pb2.Data(sequence=sequence, data=item))
+                call.delivered = sequence
+            sequence += 1
+
+    async def _on_marker(self, call: Call, frame: frames.ControlFrame) -> None:
+        if frame.status == frames.FAILED:
+            raise StreamEnded(grpc.StatusCode.ABORTED,
+                              f"job {call.job!r} failed: {frame.error}; retry to run it again "
+                              f"from sequence {frame.last_sequence + 1}")
+        if frame.status == frames.STOPPED:
+            state = await self._state(call.stream_id)
+            if not state.finished:
+                await self._start_job(call, state)
+
+
+def _data_loss(call: Call, got: int) -> StreamEnded:
+    return StreamEnded(grpc.StatusCode.DATA_LOSS,
+                       f"stream {call.stream_id}: expected sequence {call.delivered + 1}, got {got}")

@@ -1,0 +1,1 @@
+"""Producer workers: run job handlers and publish their chunks to NATS JetStream."""

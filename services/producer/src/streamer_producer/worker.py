@@ -1,0 +1,213 @@
+"""Pulls jobs from the work queue and runs them: publish, keep alive, retry, stop, release."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from collections.abc import AsyncIterator
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig
+
+from streamer_common import frames
+from streamer_common.natsio import stream_state
+from streamer_common.pull import PullConsumer
+from streamer_common.topology import JOBS_CONSUMER, job_subject
+from streamer_producer.handlers import JobContext, PermanentError, Registry
+from streamer_producer.interest import wait_until_unread
+from streamer_producer.publisher import LostOwnership, PublishOutage, StreamWriter, pump
+from streamer_producer.settings import ProducerSettings
+
+logger = logging.getLogger(__name__)
+
+
+class Outcome(enum.Enum):
+    """How one attempt at a job ended."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    RETRY = "retry"
+    UNREAD = "unread"
+    RELEASED = "released"
+    LOST = "lost"
+
+
+def jobs_consumer_config(settings: ProducerSettings) -> ConsumerConfig:
+    """The durable pull consumer every producer shares on the jobs work queue."""
+    return ConsumerConfig(
+        durable_name=JOBS_CONSUMER,
+        filter_subject=job_subject("*"),
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=float(settings.ack_wait),
+        max_deliver=-1,
+        max_ack_pending=-1,
+    )
+
+
+class JobRunner:
+    """Runs one delivered job message to an outcome and settles the message accordingly."""
+
+    def __init__(
+        self, nc: Client, settings: ProducerSettings, registry: Registry, abandon: asyncio.Event
+    ) -> None:
+        self._nc = nc
+        self._settings = settings
+        self._registry = registry
+        self._abandon = abandon
+
+    async def run(self, msg: Msg) -> Outcome:
+        """Run the job in `msg`; the message is acked, nak'ed or left to its new owner."""
+        try:
+            job = frames.Job.decode(msg.data)
+        except (ValueError, KeyError) as error:
+            logger.error("dropping malformed job message", extra={"error": str(error)})
+            await msg.term()
+            return Outcome.FAILED
+        attempt = msg.metadata.num_delivered
+        extra = {"stream_id": job.id, "job": job.job, "attempt": attempt}
+        logger.info("job started", extra=extra)
+        async with _keepalive(msg, self._settings.ack_wait / 3):
+            try:
+                outcome = await self._attempt(job, attempt)
+            except Exception:
+                logger.warning("job attempt failed", exc_info=True, extra=extra)
+                outcome = Outcome.RETRY
+        await self._settle(msg, outcome, attempt)
+        logger.info("job ended", extra={**extra, "outcome": outcome.value})
+        return outcome
+
+    async def _attempt(self, job: frames.Job, attempt: int) -> Outcome:
+        state = await stream_state(self._nc, self._settings.data_stream, job.id)
+        if state.finished:
+            return Outcome.COMPLETED
+        writer = StreamWriter(
+            self._nc, self._settings.data_stream, job.id, state.position, state.subject_sequence,
+            max_message_bytes=self._settings.max_message_bytes,
+        )
+        handler = self._registry.get(job.job)
+        if handler is None:
+            known = ", ".join(self._registry.names)
+            return await self._fail(writer, f"unknown job {job.job!r} (known: {known})")
+        context = JobContext(job.id, job.params, state.position.chunk, attempt)
+        chunks = handler(context)
+        return await self._race(job, attempt, writer, pump(
+            chunks, writer, max_part=self._settings.max_part_bytes,
+            max_batch=self._settings.max_part_bytes,
+        ))
+
+    async def _race(self, job: frames.Job, attempt: int, writer: StreamWriter,
+                    publishing: object) -> Outcome:
+        work = asyncio.ensure_future(publishing)  # type: ignore[arg-type]
+        unread = asyncio.ensure_future(
+            wait_until_unread(self._nc, job.id, self._settings.interest_interval))
+        abandon = asyncio.ensure_future(self._abandon.wait())
+        try:
+            await asyncio.wait({work, unread, abandon}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (work, unread, abandon):
+                task.cancel()
+            with contextlib.suppress(BaseException):
+                await work
+        try:
+            if work.done() and not work.cancelled():
+                work.result()
+                await writer.mark(frames.END)
+                return Outcome.COMPLETED
+            if unread.done():
+                await writer.mark(frames.STOPPED)
+                return Outcome.UNREAD
+            return Outcome.RELEASED
+        except LostOwnership:
+            return Outcome.LOST
+        except PermanentError as error:
+            return await self._fail(writer, str(error))
+        except PublishOutage as error:
+            logger.warning("publishing stalled", extra={"stream_id": job.id, "error": str(error)})
+            return Outcome.RETRY
+        except Exception as error:
+            logger.warning("job handler failed", exc_info=True, extra={"stream_id": job.id})
+            if attempt >= self._settings.max_attempts:
+                return await self._fail(writer, f"{error} (after {attempt} attempts)")
+            return Outcome.RETRY
+
+    async def _fail(self, writer: StreamWriter, message: str) -> Outcome:
+        await writer.mark(frames.FAILED, message)
+        return Outcome.FAILED
+
+    async def _settle(self, msg: Msg, outcome: Outcome, attempt: int) -> None:
+        with contextlib.suppress(Exception):
+            if outcome is Outcome.RETRY:
+                backoff = self._settings.retry_backoff
+                await msg.nak(delay=backoff[min(attempt, len(backoff)) - 1] if backoff else None)
+            elif outcome is Outcome.RELEASED:
+                await msg.nak()
+            elif outcome is not Outcome.LOST:
+                await msg.ack()
+
+
+@contextlib.asynccontextmanager
+async def _keepalive(msg: Msg, every: float) -> AsyncIterator[None]:
+    """Tell JetStream the job is still being worked on, so long jobs are not redelivered."""
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(every)
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+
+
+class Worker:
+    """`concurrency` slots, each pulling one job at a time from the shared consumer."""
+
+    def __init__(self, nc: Client, settings: ProducerSettings, registry: Registry) -> None:
+        self._nc = nc
+        self._settings = settings
+        self._abandon = asyncio.Event()
+        self._runner = JobRunner(nc, settings, registry, self._abandon)
+        self.running = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Pull and run jobs until `stop`; then give running jobs the grace period."""
+        slots = [asyncio.create_task(self._slot(stop)) for _ in range(self._settings.concurrency)]
+        await stop.wait()
+        done, pending = await asyncio.wait(slots, timeout=self._settings.shutdown_grace)
+        if pending:
+            logger.info("grace period over, releasing jobs", extra={"jobs": self.running})
+            self._abandon.set()
+            await asyncio.wait(pending, timeout=5)
+        for task in done:
+            task.result()
+
+    async def _slot(self, stop: asyncio.Event) -> None:
+        settings = self._settings
+        async with PullConsumer(
+            self._nc, settings.jobs_stream, JOBS_CONSUMER,
+            batch=1, max_bytes=settings.max_message_bytes * 2, expires=1.0,
+        ) as puller:
+            while not stop.is_set():
+                for msg in await self._fetch(puller, stop):
+                    self.running += 1
+                    try:
+                        await self._runner.run(msg)
+                    finally:
+                        self.running -= 1
+            for msg in await puller.release(timeout=2.0):
+                await msg.nak()
+
+    async def _fetch(self, puller: PullConsumer, stop: asyncio.Event) -> list[Msg]:
+        try:
+            return await puller.fetch(timeout=1.0)
+        except Exception as error:
+            logger.warning("cannot fetch jobs", extra={"error": repr(error)})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+            return []
