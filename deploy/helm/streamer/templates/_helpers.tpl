@@ -128,8 +128,10 @@ app.kubernetes.io/part-of: {{ include "streamer.name" .ctx }}
 {{- if .Values.nats.enabled }}
 {{- printf "nats://%s:%d" (include "streamer.natsHost" .) (.Values.nats.ports.client | int) }}
 {{- else }}
-{{- $urls := required "nats.external.urls is required when nats.enabled=false" .Values.nats.external.urls }}
-{{- join "," $urls }}
+{{- if not .Values.nats.external.urls }}
+{{- fail "nats.external.urls is required when nats.enabled=false (nats://host:4222 or tls://host:4222)" }}
+{{- end }}
+{{- join "," .Values.nats.external.urls }}
 {{- end }}
 {{- end }}
 

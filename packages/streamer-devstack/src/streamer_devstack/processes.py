@@ -10,10 +10,13 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Mapping
+from typing import Any
 from pathlib import Path
 
 _NATS_PORT = re.compile(rb"Listening for client connections on [^\s]*:(\d+)")
+_NATS_MONITOR_PORT = re.compile(rb"Starting http monitor on [^\s]*:(\d+)")
 
 
 class StartError(RuntimeError):
@@ -112,6 +115,7 @@ class NatsServer(Process):
     def __init__(self, workdir: Path, port: int = -1, name: str = "nats") -> None:
         self.workdir = workdir
         self.port = port
+        self.monitor_port = -1
         self.store = workdir / f"{name}-store"
         super().__init__(name, [], workdir / f"{name}.log")
 
@@ -120,14 +124,19 @@ class NatsServer(Process):
         """Client URL of the server."""
         return f"nats://127.0.0.1:{self.port}"
 
+    def monitor(self, path: str) -> Any:
+        """GET a JSON page of the server's monitoring endpoint, such as `connz?subs=1`."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.monitor_port}/{path}", timeout=5) as r:
+            return json.loads(r.read())
+
     def start(self, timeout: float = 20.0, detach: bool = False) -> None:
         """Start (or restart on the same port and store) and wait until it accepts clients."""
         self.argv = [nats_server_binary(), "-js", "-a", "127.0.0.1", "-p", str(self.port),
-                     "-sd", str(self.store), "-n", self.name]
+                     "-m", str(self.monitor_port), "-sd", str(self.store), "-n", self.name]
         offset = self.log_size()
         self.spawn(detach)
-        found = self.wait_for(_NATS_PORT, timeout, offset)
-        self.port = int(found.group(1))
+        self.port = int(self.wait_for(_NATS_PORT, timeout, offset).group(1))
+        self.monitor_port = int(self.wait_for(_NATS_MONITOR_PORT, timeout, offset).group(1))
         self.wait_for(re.compile(rb"Server is ready"), timeout, offset)
 
 

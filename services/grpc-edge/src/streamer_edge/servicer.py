@@ -84,13 +84,15 @@ class StreamerServicer(stream_pb2_grpc.StreamerServicer):
                 await self._relay(call)
             finally:
                 self._active -= 1
-        except StreamEnded as ended:
-            await self._finish(context, call, ended)
+            ended = StreamEnded(grpc.StatusCode.OK)
+        except StreamEnded as error:
+            ended = error
         except Exception:
             logger.exception("stream failed", extra={"stream_id": call.stream_id})
-            await self._finish(context, call, StreamEnded(
+            ended = StreamEnded(
                 grpc.StatusCode.INTERNAL,
-                f"internal error in the edge; retry with after_sequence={call.delivered}"))
+                f"internal error in the edge; retry with after_sequence={call.delivered}")
+        await self._finish(context, call, ended)
 
     async def _finish(
         self, context: grpc.aio.ServicerContext[stream_pb2.Request, stream_pb2.Data],

@@ -1,0 +1,26 @@
+"""Job handlers the tests register through PRODUCER_HANDLER_MODULES, as users do."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from streamer_producer.handlers import JobContext, handler
+
+
+@handler("always-fail")
+async def always_fail(ctx: JobContext) -> AsyncIterator[bytes]:
+    """Yields one chunk on the first attempt, then fails on every attempt."""
+    if ctx.start == 0:
+        yield b"before the failure"
+    raise RuntimeError(f"disk on fire (attempt {ctx.attempt})")
+
+
+@handler("fail-once")
+async def fail_once(ctx: JobContext) -> AsyncIterator[bytes]:
+    """Fails after three chunks on its first attempt; the retry resumes and completes."""
+    for index in range(ctx.start, 6):
+        if ctx.attempt == 1 and index == 3:
+            raise RuntimeError("transient failure")
+        await asyncio.sleep(0.01)
+        yield f"chunk {index}".encode()

@@ -1,0 +1,116 @@
+"""Helpers for tests: a real gRPC client over TLS and what it received."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import re
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+
+from streamer_common.proto import stream_pb2, stream_pb2_grpc
+from streamer_devstack.processes import Process
+
+LAST_SEQUENCE_KEY = "streamer-last-sequence"
+
+
+def new_id(prefix: str = "t") -> str:
+    """A stream id no other test uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:16]}"
+
+
+@dataclasses.dataclass
+class Result:
+    """Everything a client saw on one call."""
+
+    items: list[tuple[int, bytes]]
+    code: grpc.StatusCode
+    details: str
+    trailing: dict[str, str]
+    seconds: float
+
+    @property
+    def sequences(self) -> list[int]:
+        """Sequences in arrival order, the end marker (0) included."""
+        return [sequence for sequence, _ in self.items]
+
+    def assert_complete(self, count: int, after: int = 0) -> None:
+        """Sequences after+1..count in order, each once, then the end marker, then OK."""
+        assert self.code == grpc.StatusCode.OK, (self.code, self.details)
+        assert self.sequences == [*range(after + 1, count + 1), 0]
+
+
+def channel(target: str, ca: Path) -> grpc.aio.Channel:
+    """A TLS channel to `target` trusting `ca`, verifying the name `localhost`."""
+    credentials = grpc.ssl_channel_credentials(root_certificates=ca.read_bytes())
+    return grpc.aio.secure_channel(target, credentials)
+
+
+async def collect(
+    target: str,
+    ca: Path,
+    request: stream_pb2.Request,
+    *,
+    timeout: float | None = 60,
+    on_item: Callable[[int], object] | None = None,
+    stop_after: int | None = None,
+) -> Result:
+    """Call Stream and record everything; `stop_after` cancels after that many items."""
+    items: list[tuple[int, bytes]] = []
+    started = time.monotonic()
+    async with channel(target, ca) as chan:
+        call = stream_pb2_grpc.StreamerStub(chan).Stream(request, timeout=timeout)
+        try:
+            async for data in call:
+                items.append((data.sequence, data.data))
+                if on_item is not None:
+                    outcome = on_item(data.sequence)
+                    if asyncio.iscoroutine(outcome):
+                        await outcome
+                if stop_after is not None and len(items) >= stop_after:
+                    call.cancel()
+                    return Result(items, grpc.StatusCode.CANCELLED, "cancelled by test", {},
+                                  time.monotonic() - started)
+            code, details = await call.code(), await call.details()
+            trailing = await call.trailing_metadata()
+        except grpc.aio.AioRpcError as error:
+            code, details, trailing = error.code(), error.details() or "", error.trailing_metadata()
+    return Result(items, code, details or "", dict(trailing or ()), time.monotonic() - started)
+
+
+def request(stream_id: str, **params: object) -> stream_pb2.Request:
+    """A Request for the default `produce` job with these params."""
+    return stream_pb2.Request(id=stream_id, params={k: str(v) for k, v in params.items()})
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def log_events(process: Process, message: str) -> list[str]:
+    """Log lines of `process` whose message is exactly `message`."""
+    pattern = re.compile(rf'"message": "{re.escape(message)}"')
+    return [line for line in process.log.read_text().splitlines() if pattern.search(line)]
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> float:
+    """Poll `predicate` until true; returns seconds waited; AssertionError on timeout."""
+    started = time.monotonic()
+    while not predicate():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
+    return time.monotonic() - started
+
+
+HANDLERS_DIR = str(Path(__file__).parent / "handlers")
+TEST_PYTHONPATH = os.pathsep.join(filter(None, [HANDLERS_DIR, os.environ.get("PYTHONPATH")]))
