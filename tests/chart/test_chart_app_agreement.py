@@ -27,6 +27,7 @@ from chartlib import (
 )
 from localpods import LocalPod, LocalRelease, running
 from streamer_common.settings import SettingsError, load, variables
+from streamer_common.topology import JOBS_CONSUMER
 from streamer_edge.settings import EdgeSettings
 from streamer_producer.settings import ProducerSettings
 
@@ -143,3 +144,13 @@ def wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+@pytest.mark.parametrize("variant", ["keda", "external-nats"])
+def test_keda_watches_the_consumer_producers_pull_jobs_from(variant: str) -> None:
+    docs = render_variant(variant)
+    (trigger,) = find(docs, "ScaledObject", PRODUCER)["spec"]["triggers"]
+    producer_env = app_env(docs, PRODUCER)
+    assert trigger["type"] == "nats-jetstream"
+    assert trigger["metadata"]["consumer"] == JOBS_CONSUMER
+    assert trigger["metadata"]["stream"] == producer_env["PRODUCER_JOBS_STREAM"]

@@ -340,3 +340,53 @@ def test_pods_read_only_secrets_that_exist(variant: str) -> None:
             if name not in set(secrets) | certificates | secrets_named_in(values_of(variant))
         ]
     assert problems == []
+
+
+def ingress_peers(
+    docs: tuple[Manifest, ...], pod: Manifest, port: str
+) -> list[dict[str, Any]] | None:
+    """Peers allowed to reach a named port of a pod (None: anyone)."""
+    peers: list[dict[str, Any]] = []
+    for policy in of_kind(docs, "NetworkPolicy"):
+        if not selects(policy["spec"]["podSelector"], pod_labels(pod)):
+            continue
+        for rule in policy["spec"].get("ingress", []):
+            if port in [p["port"] for p in rule.get("ports", [])]:
+                if "from" not in rule:
+                    return None
+                peers += rule["from"]
+    return peers
+
+
+@pytest.mark.parametrize("variant", ["defaults", "clustered-nats", "keda"])
+def test_nats_accepts_clients_from_this_release_edge_and_producers_only(variant: str) -> None:
+    docs = render_variant(variant)
+    nats = next(d for d in of_kind(docs, "StatefulSet") if d["metadata"]["name"].endswith("-nats"))
+    peers = ingress_peers(docs, nats, "client")
+    assert peers is not None
+    assert all(set(peer) == {"podSelector"} for peer in peers)
+    allowed = {
+        name_of(doc)
+        for doc in workloads(docs)
+        if any(selects(peer["podSelector"], pod_labels(doc)) for peer in peers)
+    }
+    assert allowed == {"Deployment/demo-streamer-edge", "Deployment/demo-streamer-producer"}
+    stranger = {**pod_labels(find_edge(docs)), "app.kubernetes.io/instance": "other"}
+    assert not any(selects(peer["podSelector"], stranger) for peer in peers)
+
+
+def find_edge(docs: tuple[Manifest, ...]) -> Manifest:
+    return next(d for d in of_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-edge"))
+
+
+@variants
+def test_clients_reach_the_edge_grpc_port_and_the_helm_test_always_can(variant: str) -> None:
+    docs = render_variant(variant)
+    peers = ingress_peers(docs, find_edge(docs), "grpc")
+    (test_pod,) = [doc for doc in workloads(docs) if is_hook(doc)]
+    if peers is not None:
+        assert any(
+            "podSelector" in peer and selects(peer["podSelector"], pod_labels(test_pod))
+            for peer in peers
+        )
+    assert ingress_peers(docs, find_edge(docs), "health") == []
