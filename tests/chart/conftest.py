@@ -32,6 +32,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 @pytest.fixture(scope="session", autouse=True)
 def helm_binary() -> Path:
     """The real helm in .local/bin (deploy/tools/install-helm.sh installs it when missing)."""
-    from chartlib import ensure_helm
+    from .chartlib import ensure_helm
 
     return ensure_helm()

@@ -25,9 +25,19 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from chartlib import NAMESPACE, Manifest, is_hook, of_kind, pod_labels, pod_spec, selects, workloads
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from streamer_devstack.processes import nats_server_binary
+
+from .chartlib import (
+    NAMESPACE,
+    Manifest,
+    is_hook,
+    of_kind,
+    pod_labels,
+    pod_spec,
+    selects,
+    workloads,
+)
 
 PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
 

@@ -13,7 +13,12 @@ from typing import Any
 
 import pytest
 import yaml
-from chartlib import (
+from streamer_common.settings import SettingsError, load, variables
+from streamer_common.topology import JOBS_CONSUMER
+from streamer_edge.settings import EdgeSettings
+from streamer_producer.settings import ProducerSettings
+
+from .chartlib import (
     CHART_DIR,
     RELEASE,
     VARIANTS,
@@ -25,11 +30,7 @@ from chartlib import (
     render_variant,
     workloads,
 )
-from localpods import LocalPod, LocalRelease, running
-from streamer_common.settings import SettingsError, load, variables
-from streamer_common.topology import JOBS_CONSUMER
-from streamer_edge.settings import EdgeSettings
-from streamer_producer.settings import ProducerSettings
+from .localpods import LocalPod, LocalRelease, running
 
 EDGE = f"{RELEASE}-streamer-edge"
 PRODUCER = f"{RELEASE}-streamer-producer"

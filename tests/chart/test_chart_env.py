@@ -6,7 +6,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from chartlib import RELEASE, VARIANTS, Manifest, env_of, find, pod_spec, render, render_variant
+
+from .chartlib import RELEASE, VARIANTS, Manifest, env_of, find, pod_spec, render, render_variant
 
 EDGE = f"{RELEASE}-streamer-edge"
 PRODUCER = f"{RELEASE}-streamer-producer"

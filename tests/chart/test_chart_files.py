@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from chartlib import CHART_DIR, of_kind, render
+
+from .chartlib import CHART_DIR, of_kind, render
 
 ALERTS = {
     "groups": [

@@ -13,7 +13,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from chartlib import REPO_ROOT, VARIANTS, containers, pod_spec, render_variant, workloads
+
+from .chartlib import REPO_ROOT, VARIANTS, containers, pod_spec, render_variant, workloads
 
 DOCKERFILE = REPO_ROOT / "deploy" / "docker" / "Dockerfile"
 DOCKERIGNORE = REPO_ROOT / ".dockerignore"

@@ -11,9 +11,10 @@ import re
 import jsonschema
 import pytest
 import yaml
-from chartlib import CHART_DIR, VARIANTS, Manifest, find, render_variant
-from crd_schemas import NATS_JETSTREAM_METADATA, SCHEMAS
 from referencing import Registry, Resource
+
+from .chartlib import CHART_DIR, VARIANTS, Manifest, find, render_variant
+from .crd_schemas import NATS_JETSTREAM_METADATA, SCHEMAS
 
 kubernetes_validate = pytest.importorskip(
     "kubernetes_validate",

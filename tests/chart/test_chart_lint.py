@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 import yaml
-from chartlib import CHART_DIR, VARIANTS, helm, template_args
+
+from .chartlib import CHART_DIR, VARIANTS, helm, template_args
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

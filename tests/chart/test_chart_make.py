@@ -8,7 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from chartlib import REPO_ROOT
+
+from .chartlib import REPO_ROOT
 
 HELM_MK = REPO_ROOT / "deploy" / "helm.mk"
 

@@ -9,8 +9,9 @@ import re
 import shlex
 
 import pytest
-from chartlib import CHART_DIR, NAMESPACE, RELEASE, REPO_ROOT, VARIANTS, find, helm, render_variant
 from streamer_client.__main__ import parse_args as parse_client_args
+
+from .chartlib import CHART_DIR, NAMESPACE, RELEASE, REPO_ROOT, VARIANTS, find, helm, render_variant
 
 PROTO = (REPO_ROOT / "proto" / "stream.proto").read_text()
 

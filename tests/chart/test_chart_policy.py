@@ -7,7 +7,8 @@ import re
 from typing import Any
 
 import pytest
-from chartlib import (
+
+from .chartlib import (
     VARIANTS,
     Manifest,
     containers,

@@ -5,9 +5,10 @@ from __future__ import annotations
 import base64
 import ipaddress
 
-from chartlib import NAMESPACE, RELEASE, Manifest, find, render_variant
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from .chartlib import NAMESPACE, RELEASE, Manifest, find, render_variant
 
 EDGE = f"{RELEASE}-streamer-edge"
 EDGE_NAMES = {

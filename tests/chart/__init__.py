@@ -1,0 +1,1 @@
+"""Checks of the Helm chart, the image and the delivery tooling (deploy/)."""
