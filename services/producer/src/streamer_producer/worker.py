@@ -116,7 +116,8 @@ class JobRunner:
                 work.result()
                 await writer.mark(frames.END)
                 return Outcome.COMPLETED
-            if unread.done():
+            # Cancelled above, so done() alone would also be true on release.
+            if unread.done() and not unread.cancelled():
                 await writer.mark(frames.STOPPED)
                 return Outcome.UNREAD
             return Outcome.RELEASED
