@@ -196,6 +196,9 @@ class Worker:
         ) as puller:
             while not stop.is_set():
                 for msg in await self._fetch(puller, stop):
+                    if stop.is_set():  # fetched as shutdown began: another producer takes it
+                        await msg.nak()
+                        continue
                     self.running += 1
                     try:
                         await self._runner.run(msg)
