@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 
 .PHONY: help
 help: ## List the targets with one line each
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | \
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sort | \
 	  awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
 
 $(UV):
@@ -49,3 +49,5 @@ proto: sync ## Regenerate the committed stubs from proto/stream.proto
 .PHONY: proto-check
 proto-check: proto ## Fail if the committed stubs differ from freshly generated ones
 	git diff --exit-code -- packages/streamer-common/src/streamer_common/proto
+
+include deploy/helm.mk

@@ -50,3 +50,12 @@ def make_stack(tmp_path: Path) -> Iterator[StackFactory]:
 def stack(make_stack: StackFactory) -> Stack:
     """The default stack: one producer, one edge."""
     return make_stack()
+
+
+@pytest.fixture(scope="module")
+def shared_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """One default stack for a module whose tests neither stop nor reconfigure it."""
+    stack = Stack(tmp_path_factory.mktemp("shared"), producers=1, edge=FAST_EDGE,
+                  producer=FAST_PRODUCER)
+    with stack.running():
+        yield stack

@@ -24,3 +24,10 @@ async def fail_once(ctx: JobContext) -> AsyncIterator[bytes]:
             raise RuntimeError("transient failure")
         await asyncio.sleep(0.01)
         yield f"chunk {index}".encode()
+
+
+@handler("stall")
+async def stall(ctx: JobContext) -> AsyncIterator[bytes]:
+    """One chunk, then nothing for an hour."""
+    yield b"only chunk"
+    await asyncio.sleep(3600)

@@ -38,12 +38,12 @@ def _write(directory: Path, stem: str, cert: x509.Certificate, key: ec.EllipticC
     return pair
 
 
-def _builder(subject: str, issuer: str, public_key: ec.EllipticCurvePublicKey) -> x509.CertificateBuilder:
+def _builder(subject: str, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey) -> x509.CertificateBuilder:
     now = datetime.datetime.now(datetime.UTC)
     return (
         x509.CertificateBuilder()
         .subject_name(_name(subject))
-        .issuer_name(_name(issuer))
+        .issuer_name(issuer)
         .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
@@ -65,7 +65,7 @@ def self_signed(directory: Path, stem: str = "app", hosts: tuple[str, ...] = HOS
     """A self-signed server certificate for `hosts` that clients can also use as their CA."""
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
-        _builder(hosts[0], hosts[0], key.public_key())
+        _builder(hosts[0], _name(hosts[0]), key.public_key())
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(_sans(hosts), critical=False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
@@ -81,8 +81,7 @@ def client_pair(directory: Path, ca: KeyPair, stem: str = "client") -> KeyPair:
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
-        _builder(stem, ca_cert.subject.rfc4514_string().removeprefix("CN="), key.public_key())
-        .issuer_name(ca_cert.subject)
+        _builder(stem, ca_cert.subject, key.public_key())
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())

@@ -1,0 +1,259 @@
+"""The edge's bounds, timeouts, cancellation, shutdown and TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import grpc
+import nats
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from conftest import StackFactory
+from streamer_common import frames
+from streamer_common.natsio import stream_state
+from streamer_common.topology import data_subject
+from streamer_devstack import tls
+from streamer_devstack.processes import Service
+from streamer_devstack.stack import Stack, edge_env
+from support import channel, collect, log_events, new_id, request, rss_bytes, wait_until
+
+
+async def last_status(stack: Stack, stream_id: str) -> str | None:
+    """Status of the last message on the stream's subject (None for a chunk)."""
+    nc = await nats.connect(stack.nats.url)
+    try:
+        return (await stream_state(nc, "STREAMER_DATA", stream_id)).status
+    finally:
+        await nc.close()
+
+
+async def wait_for_status(stack: Stack, stream_id: str, status: str, timeout: float) -> float:
+    """Seconds until the stream's last message has `status`; fails after `timeout`."""
+    started = asyncio.get_running_loop().time()
+    while (found := await last_status(stack, stream_id)) != status:
+        waited = asyncio.get_running_loop().time() - started
+        assert waited < timeout, f"stream status still {found!r} after {waited:.1f}s"
+        await asyncio.sleep(0.05)
+    return asyncio.get_running_loop().time() - started
+
+
+async def test_client_cancel_stops_the_producer_within_two_seconds(stack: Stack) -> None:
+    stream_id = new_id()
+    result = await collect(stack.target, stack.tls.cert,
+                           request(stream_id, count=1000, interval_ms=20), stop_after=3)
+    await wait_for_status(stack, stream_id, frames.STOPPED, 2.0)
+
+    assert result.sequences == [1, 2, 3]
+    await wait_until(lambda: len(log_events(stack.producers[0], "job ended")) == 1, 2)
+    assert '"outcome": "unread"' in log_events(stack.producers[0], "job ended")[0]
+
+
+async def test_one_millisecond_deadline_ends_the_call_and_the_job(stack: Stack) -> None:
+    stream_id = new_id()
+    result = await collect(stack.target, stack.tls.cert,
+                           request(stream_id, count=1000, interval_ms=20), timeout=0.001)
+
+    assert result.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    await asyncio.sleep(2.0)
+    producer = stack.producers[0]
+    assert len(log_events(producer, "job started")) == len(log_events(producer, "job ended"))
+
+
+async def test_stopped_stream_continues_where_it_stopped(stack: Stack) -> None:
+    stream_id = new_id()
+    await collect(stack.target, stack.tls.cert, request(stream_id, count=300, interval_ms=20),
+                  stop_after=5)
+    await wait_for_status(stack, stream_id, frames.STOPPED, 5.0)
+
+    result = await collect(stack.target, stack.tls.cert, request(stream_id, count=300, interval_ms=1))
+
+    result.assert_complete(300)
+    assert [data for _, data in result.items[:-1]] == [f"DATA {i}".encode() for i in range(300)]
+    assert len(log_events(stack.producers[0], "job started")) == 2
+
+
+async def test_no_producer_ends_unavailable_after_the_first_chunk_timeout(
+    make_stack: StackFactory,
+) -> None:
+    stack = make_stack(producers=0, edge={"EDGE_FIRST_CHUNK_TIMEOUT": "1s"})
+    result = await collect(stack.target, stack.tls.cert, request(new_id()))
+
+    assert result.code == grpc.StatusCode.UNAVAILABLE
+    assert "no producer took the job" in result.details
+    assert 1.0 <= result.seconds < 4.0
+
+
+async def test_stalled_stream_ends_unavailable_with_the_last_sequence(
+    make_stack: StackFactory,
+) -> None:
+    stack = make_stack(edge={"EDGE_STALL_TIMEOUT": "1s"})
+    req = request(new_id())
+    req.job = "stall"
+    result = await collect(stack.target, stack.tls.cert, req)
+
+    assert result.items == [(1, b"only chunk")]
+    assert result.code == grpc.StatusCode.UNAVAILABLE
+    assert "stalled" in result.details
+    assert result.trailing["streamer-last-sequence"] == "1"
+
+
+async def test_gap_in_the_stream_is_data_loss_and_never_forwarded(make_stack: StackFactory) -> None:
+    stack = make_stack(producers=0)
+    stream_id = new_id()
+    nc = await nats.connect(stack.nats.url)
+    js = nc.jetstream()
+    after = frames.Position()
+    for sequence in (1, 3):
+        await js.publish(data_subject(stream_id), b"x", headers=frames.data_headers(
+            stream_id, sequence, [1], after))
+    await nc.close()
+
+    result = await collect(stack.target, stack.tls.cert, request(stream_id))
+
+    assert result.items == [(1, b"x")]
+    assert result.code == grpc.StatusCode.DATA_LOSS
+    assert "expected sequence 2, got 3" in result.details
+
+
+async def test_streams_beyond_the_limit_are_resource_exhausted(make_stack: StackFactory) -> None:
+    stack = make_stack(edge={"EDGE_MAX_STREAMS": "2"})
+    first_items = asyncio.Event()
+    calls = [
+        asyncio.create_task(collect(stack.target, stack.tls.cert,
+                                    request(new_id(), count=40, interval_ms=50),
+                                    on_item=lambda _: first_items.set()))
+        for _ in range(2)
+    ]
+    await first_items.wait()
+    await asyncio.sleep(0.3)
+    refused = await collect(stack.target, stack.tls.cert, request(new_id()))
+    results = await asyncio.gather(*calls)
+
+    assert refused.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "limit of 2 streams" in refused.details
+    for result in results:
+        result.assert_complete(40)
+
+
+async def test_slow_client_does_not_grow_edge_memory(make_stack: StackFactory) -> None:
+    stack = make_stack()
+    assert stack.edge is not None
+    chunk = 256 * 1024
+    count = 400  # 100 MiB in all, far beyond what the edge may buffer
+    baseline = rss_bytes(stack.edge.pid)
+    peak = 0
+
+    async def read_slowly(sequence: int) -> None:
+        nonlocal peak
+        if sequence == 1:
+            await wait_until(lambda: last_published(stack) >= count // 2, 30, 0.2)
+            await asyncio.sleep(1.0)
+        peak = max(peak, rss_bytes(stack.edge.pid))  # type: ignore[union-attr]
+
+    result = await collect(stack.target, stack.tls.cert,
+                           request(new_id(), count=count, size=chunk, interval_ms=0),
+                           on_item=read_slowly, timeout=120)
+
+    result.assert_complete(count)
+    assert peak - baseline < 48 * 1024 * 1024, f"edge grew by {(peak - baseline) >> 20} MiB"
+
+
+def last_published(stack: Stack) -> int:
+    """How many messages the data stream holds (the producer's progress)."""
+    info = stack.nats.monitor("jsz?streams=1")
+    streams = info["account_details"][0]["stream_detail"] if info.get("account_details") else []
+    return sum(s["state"]["messages"] for s in streams if s["name"] == "STREAMER_DATA")
+
+
+async def test_edge_sigterm_ends_streams_unavailable_and_resume_elsewhere(
+    make_stack: StackFactory,
+) -> None:
+    stack = make_stack(edge={"EDGE_SHUTDOWN_GRACE": "1s"})
+    assert stack.edge is not None
+    other = Service("edge-2", "streamer_edge", stack.workdir / "edge-2.log",
+                    edge_env(stack.nats.url, stack.tls, "127.0.0.1:0", **{
+                        k: v for k, v in stack.edge.env.items() if k.endswith("TIMEOUT")}))
+    other.start()
+    stream_id = new_id()
+    edge = stack.edge
+
+    def terminate_at_five(sequence: int) -> None:
+        if sequence == 5:
+            edge.signal(signal.SIGTERM)
+
+    try:
+        first = await collect(stack.target, stack.tls.cert,
+                              request(stream_id, count=40, interval_ms=100), on_item=terminate_at_five)
+        resumed_request = request(stream_id, count=40, interval_ms=100)
+        resumed_request.after_sequence = int(first.trailing["streamer-last-sequence"])
+        resumed = await collect(f"127.0.0.1:{other.ready['port']}", stack.tls.cert, resumed_request)
+    finally:
+        other.stop()
+
+    assert first.code == grpc.StatusCode.UNAVAILABLE
+    assert "shutting down" in first.details
+    delivered = first.sequences
+    assert delivered == list(range(1, len(delivered) + 1))
+    resumed.assert_complete(40, after=len(delivered))
+    assert edge.popen is not None and edge.popen.wait(10) == 0
+
+
+async def test_health_and_reflection(shared_stack: Stack) -> None:
+    async with channel(shared_stack.target, shared_stack.tls.cert) as chan:
+        health = health_pb2_grpc.HealthStub(chan)
+        overall = await health.Check(health_pb2.HealthCheckRequest(service=""))
+        streamer = await health.Check(health_pb2.HealthCheckRequest(service="stream.Streamer"))
+        reflection = reflection_pb2_grpc.ServerReflectionStub(chan)
+        responses = reflection.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+        services = [s.name async for r in responses for s in r.list_services_response.service]
+
+    assert overall.status == health_pb2.HealthCheckResponse.SERVING
+    assert streamer.status == health_pb2.HealthCheckResponse.SERVING
+    assert "stream.Streamer" in services
+    assert "grpc.health.v1.Health" in services
+
+
+async def test_nats_loss_turns_health_not_serving_and_back(stack: Stack) -> None:
+    async with channel(stack.target, stack.tls.cert) as chan:
+        health = health_pb2_grpc.HealthStub(chan)
+
+        async def status() -> int:
+            return (await health.Check(health_pb2.HealthCheckRequest())).status  # type: ignore[no-any-return]
+
+        stack.nats.kill()
+        for _ in range(100):
+            if await status() == health_pb2.HealthCheckResponse.NOT_SERVING:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail("health stayed SERVING without NATS")
+        stack.nats.start()
+        for _ in range(100):
+            if await status() == health_pb2.HealthCheckResponse.SERVING:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail("health did not return to SERVING")
+
+
+async def test_mutual_tls_requires_a_client_certificate(make_stack: StackFactory) -> None:
+    stack0 = make_stack(producers=1)
+    client = tls.client_pair(stack0.workdir / "tls", stack0.tls)
+    stack0.stop()
+    stack = make_stack(edge={"EDGE_TLS_CLIENT_CA_FILE": str(stack0.tls.cert)})
+    # The second stack made its own server pair; trust it, present the client pair.
+    without = await collect(stack.target, stack.tls.cert, request(new_id(), count=2, interval_ms=1))
+    credentials = grpc.ssl_channel_credentials(
+        stack.tls.cert.read_bytes(), client.key.read_bytes(), client.cert.read_bytes())
+    async with grpc.aio.secure_channel(stack.target, credentials) as chan:
+        from streamer_common.proto import stream_pb2_grpc
+
+        call = stream_pb2_grpc.StreamerStub(chan).Stream(request(new_id(), count=2, interval_ms=1))
+        sequences = [data.sequence async for data in call]
+
+    assert without.code == grpc.StatusCode.UNAVAILABLE
+    assert sequences == [1, 2, 0]
