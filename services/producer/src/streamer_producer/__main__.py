@@ -7,7 +7,8 @@ import contextlib
 import logging
 import sys
 
-from nats.js.errors import BadRequestError
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 from prometheus_client import CollectorRegistry
 
 from streamer_common.httpserve import OpsServer
@@ -15,7 +16,7 @@ from streamer_common.lifecycle import shutdown_event
 from streamer_common.logs import setup_logging
 from streamer_common.natsio import connect
 from streamer_common.settings import SettingsError
-from streamer_common.topology import Topology, TopologyError, ensure_topology
+from streamer_common.topology import JOBS_CONSUMER, Topology, TopologyError, ensure_topology
 from streamer_producer.handlers import load_handlers, registry
 from streamer_producer.settings import ProducerSettings, load_settings
 from streamer_producer.worker import Worker, jobs_consumer_config
@@ -33,13 +34,7 @@ async def serve(settings: ProducerSettings) -> None:
         stack.push_async_callback(nc.close)
         js = nc.jetstream()
         await ensure_topology(js, Topology.from_settings(settings))
-        try:
-            await js.add_consumer(settings.jobs_stream, jobs_consumer_config(settings))
-        except BadRequestError as error:
-            raise TopologyError(
-                f"the jobs consumer exists with another definition ({error.description}); "
-                "give every producer the same ACK_WAIT, or delete the consumer"
-            ) from error
+        await ensure_jobs_consumer(js, settings)
         ports = {}
         if settings.metrics_address:
             ops = OpsServer(CollectorRegistry(), lambda: nc.is_connected and not stop.is_set())
@@ -48,6 +43,24 @@ async def serve(settings: ProducerSettings) -> None:
         logger.info("producer ready", extra={**ports, "handlers": registry.names})
         await Worker(nc, settings, registry).run(stop)
         await nc.drain()
+
+
+async def ensure_jobs_consumer(js: JetStreamContext, settings: ProducerSettings) -> None:
+    """Create the shared jobs consumer, or check that the existing one matches our settings."""
+    wanted = jobs_consumer_config(settings)
+    try:
+        existing = (await js.consumer_info(settings.jobs_stream, JOBS_CONSUMER)).config
+    except NotFoundError:
+        await js.add_consumer(settings.jobs_stream, wanted)
+        return
+    if existing.filter_subject != wanted.filter_subject or abs(
+        (existing.ack_wait or 0) - (wanted.ack_wait or 0)
+    ) > 0.001:
+        raise TopologyError(
+            f"the jobs consumer exists with another definition (ack_wait={existing.ack_wait}s, "
+            f"configured {wanted.ack_wait}s); give every producer the same ACK_WAIT, or "
+            "delete the consumer"
+        )
 
 
 def main() -> None:

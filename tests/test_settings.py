@@ -1,0 +1,76 @@
+"""Settings are validated at start-up with messages that name the variable."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from streamer_common.ids import id_problem
+from streamer_common.settings import SettingsError, load, parse_duration, variables
+from streamer_edge.settings import EdgeSettings
+from streamer_producer.settings import ProducerSettings
+
+DOCS = Path(__file__).parents[1] / "docs" / "configuration.md"
+TLS = {"EDGE_TLS_CERT_FILE": "c", "EDGE_TLS_KEY_FILE": "k"}
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("500ms", 0.5), ("30s", 30), ("2m", 120),
+                                               ("1h", 3600), ("1.5", 1.5)])
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+def test_edge_defaults_listen_on_50051_with_tls() -> None:
+    settings = load(EdgeSettings, "EDGE", TLS)
+
+    assert settings.grpc_address == "0.0.0.0:50051"
+    assert not settings.plaintext
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({}, "TLS_CERT_FILE and TLS_KEY_FILE are required"),
+        ({**TLS, "EDGE_MAX_STREAMS": "many"}, "EDGE_MAX_STREAMS"),
+        ({**TLS, "EDGE_STALL_TIMEOUT": "soon"}, "EDGE_STALL_TIMEOUT"),
+        ({**TLS, "EDGE_PLAINTEXT": "maybe"}, "EDGE_PLAINTEXT"),
+        ({**TLS, "EDGE_STREAM_BUFFER_BYTES": "1000"}, "STREAM_BUFFER_BYTES"),
+    ],
+)
+def test_bad_edge_settings_name_the_variable(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        load(EdgeSettings, "EDGE", environ)
+
+
+def test_producer_list_settings() -> None:
+    settings = load(ProducerSettings, "PRODUCER", {"PRODUCER_RETRY_BACKOFF": "100ms, 2s",
+                                                   "PRODUCER_HANDLER_MODULES": "a.b,c"})
+
+    assert settings.retry_backoff == (0.1, 2.0)
+    assert settings.handler_modules == ("a.b", "c")
+
+
+def test_edge_exits_with_a_clear_message_on_bad_settings() -> None:
+    run = subprocess.run([sys.executable, "-m", "streamer_edge"], capture_output=True, text=True,
+                         env={"EDGE_PLAINTEXT": "false", "PATH": "/usr/bin"}, timeout=60)
+
+    assert run.returncode != 0
+    assert "invalid settings" in run.stderr and "TLS_CERT_FILE" in run.stderr
+
+
+def test_every_setting_is_documented() -> None:
+    documented = set(re.findall(r"`((?:EDGE_|PRODUCER_)?[A-Z_]+)`", DOCS.read_text()))
+    names = variables(EdgeSettings, "EDGE") + variables(ProducerSettings, "PRODUCER")
+
+    undocumented = [name for name in names
+                    if name not in documented and name.split("_", 1)[1] not in documented]
+    assert undocumented == []
+
+
+@pytest.mark.parametrize("good", ["a", "A-z_0", "x" * 128])
+def test_good_ids(good: str) -> None:
+    assert id_problem(good) is None
