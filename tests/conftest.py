@@ -32,11 +32,17 @@ def make_stack(tmp_path: Path) -> Iterator[StackFactory]:
     """Start a whole stack (nats-server, producers, edge) with settings overrides."""
     stacks: list[Stack] = []
 
-    def make(producers: int = 1, edge: dict[str, str] | None = None,
-             producer: dict[str, str] | None = None) -> Stack:
-        stack = Stack(tmp_path / f"stack{len(stacks)}", producers=producers,
-                      edge={**FAST_EDGE, **(edge or {})},
-                      producer={**FAST_PRODUCER, **(producer or {})})
+    def make(
+        producers: int = 1,
+        edge: dict[str, str] | None = None,
+        producer: dict[str, str] | None = None,
+    ) -> Stack:
+        stack = Stack(
+            tmp_path / f"stack{len(stacks)}",
+            producers=producers,
+            edge={**FAST_EDGE, **(edge or {})},
+            producer={**FAST_PRODUCER, **(producer or {})},
+        )
         stacks.append(stack)
         stack.start()
         return stack
@@ -55,7 +61,8 @@ def stack(make_stack: StackFactory) -> Stack:
 @pytest.fixture(scope="module")
 def shared_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """One default stack for a module whose tests neither stop nor reconfigure it."""
-    stack = Stack(tmp_path_factory.mktemp("shared"), producers=1, edge=FAST_EDGE,
-                  producer=FAST_PRODUCER)
+    stack = Stack(
+        tmp_path_factory.mktemp("shared"), producers=1, edge=FAST_EDGE, producer=FAST_PRODUCER
+    )
     with stack.running():
         yield stack

@@ -42,8 +42,9 @@ async def wait_for_status(stack: Stack, stream_id: str, status: str, timeout: fl
 
 async def test_client_cancel_stops_the_producer_within_two_seconds(stack: Stack) -> None:
     stream_id = new_id()
-    result = await collect(stack.target, stack.tls.cert,
-                           request(stream_id, count=1000, interval_ms=20), stop_after=3)
+    result = await collect(
+        stack.target, stack.tls.cert, request(stream_id, count=1000, interval_ms=20), stop_after=3
+    )
     await wait_for_status(stack, stream_id, frames.STOPPED, 2.0)
 
     assert result.sequences == [1, 2, 3]
@@ -53,8 +54,9 @@ async def test_client_cancel_stops_the_producer_within_two_seconds(stack: Stack)
 
 async def test_one_millisecond_deadline_ends_the_call_and_the_job(stack: Stack) -> None:
     stream_id = new_id()
-    result = await collect(stack.target, stack.tls.cert,
-                           request(stream_id, count=1000, interval_ms=20), timeout=0.001)
+    result = await collect(
+        stack.target, stack.tls.cert, request(stream_id, count=1000, interval_ms=20), timeout=0.001
+    )
 
     assert result.code == grpc.StatusCode.DEADLINE_EXCEEDED
     await asyncio.sleep(2.0)
@@ -64,11 +66,14 @@ async def test_one_millisecond_deadline_ends_the_call_and_the_job(stack: Stack) 
 
 async def test_stopped_stream_continues_where_it_stopped(stack: Stack) -> None:
     stream_id = new_id()
-    await collect(stack.target, stack.tls.cert, request(stream_id, count=300, interval_ms=20),
-                  stop_after=5)
+    await collect(
+        stack.target, stack.tls.cert, request(stream_id, count=300, interval_ms=20), stop_after=5
+    )
     await wait_for_status(stack, stream_id, frames.STOPPED, 5.0)
 
-    result = await collect(stack.target, stack.tls.cert, request(stream_id, count=300, interval_ms=1))
+    result = await collect(
+        stack.target, stack.tls.cert, request(stream_id, count=300, interval_ms=1)
+    )
 
     result.assert_complete(300)
     assert [data for _, data in result.items[:-1]] == [f"DATA {i}".encode() for i in range(300)]
@@ -107,8 +112,11 @@ async def test_gap_in_the_stream_is_data_loss_and_never_forwarded(make_stack: St
     js = nc.jetstream()
     after = frames.Position()
     for sequence in (1, 3):
-        await js.publish(data_subject(stream_id), b"x", headers=frames.data_headers(
-            stream_id, sequence, [1], after))
+        await js.publish(
+            data_subject(stream_id),
+            b"x",
+            headers=frames.data_headers(stream_id, sequence, [1], after),
+        )
     await nc.close()
 
     result = await collect(stack.target, stack.tls.cert, request(stream_id))
@@ -122,9 +130,14 @@ async def test_streams_beyond_the_limit_are_resource_exhausted(make_stack: Stack
     stack = make_stack(edge={"EDGE_MAX_STREAMS": "2"})
     first_items = asyncio.Event()
     calls = [
-        asyncio.create_task(collect(stack.target, stack.tls.cert,
-                                    request(new_id(), count=40, interval_ms=50),
-                                    on_item=lambda _: first_items.set()))
+        asyncio.create_task(
+            collect(
+                stack.target,
+                stack.tls.cert,
+                request(new_id(), count=40, interval_ms=50),
+                on_item=lambda _: first_items.set(),
+            )
+        )
         for _ in range(2)
     ]
     await first_items.wait()
@@ -153,9 +166,13 @@ async def test_slow_client_does_not_grow_edge_memory(make_stack: StackFactory) -
             await asyncio.sleep(1.0)
         peak = max(peak, rss_bytes(stack.edge.pid))  # type: ignore[union-attr]
 
-    result = await collect(stack.target, stack.tls.cert,
-                           request(new_id(), count=count, size=chunk, interval_ms=0),
-                           on_item=read_slowly, timeout=120)
+    result = await collect(
+        stack.target,
+        stack.tls.cert,
+        request(new_id(), count=count, size=chunk, interval_ms=0),
+        on_item=read_slowly,
+        timeout=120,
+    )
 
     result.assert_complete(count)
     assert peak - baseline < 48 * 1024 * 1024, f"edge grew by {(peak - baseline) >> 20} MiB"
@@ -173,9 +190,17 @@ async def test_edge_sigterm_ends_streams_unavailable_and_resume_elsewhere(
 ) -> None:
     stack = make_stack(edge={"EDGE_SHUTDOWN_GRACE": "1s"})
     assert stack.edge is not None
-    other = Service("edge-2", "streamer_edge", stack.workdir / "edge-2.log",
-                    edge_env(stack.nats.url, stack.tls, "127.0.0.1:0", **{
-                        k: v for k, v in stack.edge.env.items() if k.endswith("TIMEOUT")}))
+    other = Service(
+        "edge-2",
+        "streamer_edge",
+        stack.workdir / "edge-2.log",
+        edge_env(
+            stack.nats.url,
+            stack.tls,
+            "127.0.0.1:0",
+            **{k: v for k, v in stack.edge.env.items() if k.endswith("TIMEOUT")},
+        ),
+    )
     other.start()
     stream_id = new_id()
     edge = stack.edge
@@ -185,8 +210,12 @@ async def test_edge_sigterm_ends_streams_unavailable_and_resume_elsewhere(
             edge.signal(signal.SIGTERM)
 
     try:
-        first = await collect(stack.target, stack.tls.cert,
-                              request(stream_id, count=40, interval_ms=100), on_item=terminate_at_five)
+        first = await collect(
+            stack.target,
+            stack.tls.cert,
+            request(stream_id, count=40, interval_ms=100),
+            on_item=terminate_at_five,
+        )
         resumed_request = request(stream_id, count=40, interval_ms=100)
         resumed_request.after_sequence = int(first.trailing["streamer-last-sequence"])
         resumed = await collect(f"127.0.0.1:{other.ready['port']}", stack.tls.cert, resumed_request)
@@ -198,7 +227,8 @@ async def test_edge_sigterm_ends_streams_unavailable_and_resume_elsewhere(
     delivered = first.sequences
     assert delivered == list(range(1, len(delivered) + 1))
     resumed.assert_complete(40, after=len(delivered))
-    assert edge.popen is not None and edge.popen.wait(10) == 0
+    assert edge.popen is not None
+    assert edge.popen.wait(10) == 0
 
 
 async def test_health_and_reflection(shared_stack: Stack) -> None:
@@ -208,7 +238,8 @@ async def test_health_and_reflection(shared_stack: Stack) -> None:
         streamer = await health.Check(health_pb2.HealthCheckRequest(service="stream.Streamer"))
         reflection = reflection_pb2_grpc.ServerReflectionStub(chan)
         responses = reflection.ServerReflectionInfo(
-            iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+        )
         services = [s.name async for r in responses for s in r.list_services_response.service]
 
     assert overall.status == health_pb2.HealthCheckResponse.SERVING
@@ -248,7 +279,8 @@ async def test_mutual_tls_requires_a_client_certificate(make_stack: StackFactory
     # The second stack made its own server pair; trust it, present the client pair.
     without = await collect(stack.target, stack.tls.cert, request(new_id(), count=2, interval_ms=1))
     credentials = grpc.ssl_channel_credentials(
-        stack.tls.cert.read_bytes(), client.key.read_bytes(), client.cert.read_bytes())
+        stack.tls.cert.read_bytes(), client.key.read_bytes(), client.cert.read_bytes()
+    )
     async with grpc.aio.secure_channel(stack.target, credentials) as chan:
         from streamer_common.proto import stream_pb2_grpc
 

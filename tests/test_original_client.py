@@ -28,17 +28,33 @@ with grpc.secure_channel(target, credentials) as channel:
 
 def test_original_definition_client_streams_to_the_end(shared_stack: Stack, tmp_path: Path) -> None:
     subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", f"-I{ORIGINAL_PROTO.parent}",
-         f"--python_out={tmp_path}", f"--grpc_python_out={tmp_path}", ORIGINAL_PROTO.name],
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            f"-I{ORIGINAL_PROTO.parent}",
+            f"--python_out={tmp_path}",
+            f"--grpc_python_out={tmp_path}",
+            ORIGINAL_PROTO.name,
+        ],
         check=True,
     )
     (tmp_path / "client.py").write_text(CLIENT)
     port = shared_stack.edge.ready["port"]  # type: ignore[union-attr]
 
     run = subprocess.run(
-        [sys.executable, str(tmp_path / "client.py"), f"localhost:{port}",
-         str(shared_stack.tls.cert), new_id()],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True,
+        [
+            sys.executable,
+            str(tmp_path / "client.py"),
+            f"localhost:{port}",
+            str(shared_stack.tls.cert),
+            new_id(),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
 
     lines = run.stdout.splitlines()

@@ -22,17 +22,28 @@ def data_consumers(stack: object) -> int:
     return sum(s["state"].get("consumer_count", 0) for s in streams if s["name"] == "STREAMER_DATA")
 
 
-async def test_two_hundred_concurrent_streams_complete_without_leaks(make_stack: StackFactory) -> None:
-    stack = make_stack(producers=2, producer={"PRODUCER_CONCURRENCY": "100"},
-                       edge={"EDGE_FIRST_CHUNK_TIMEOUT": "60s"})
+async def test_two_hundred_concurrent_streams_complete_without_leaks(
+    make_stack: StackFactory,
+) -> None:
+    stack = make_stack(
+        producers=2,
+        producer={"PRODUCER_CONCURRENCY": "100"},
+        edge={"EDGE_FIRST_CHUNK_TIMEOUT": "60s"},
+    )
     baseline = edge_subscriptions(stack)
     ids = [new_id() for _ in range(200)]
 
-    results = await asyncio.gather(*(
-        collect(stack.target, stack.tls.cert, request(stream_id, count=20, interval_ms=10),
-                timeout=120)
-        for stream_id in ids
-    ))
+    results = await asyncio.gather(
+        *(
+            collect(
+                stack.target,
+                stack.tls.cert,
+                request(stream_id, count=20, interval_ms=10),
+                timeout=120,
+            )
+            for stream_id in ids
+        )
+    )
 
     for result in results:
         result.assert_complete(20)

@@ -18,8 +18,9 @@ DOCS = Path(__file__).parents[1] / "docs" / "configuration.md"
 TLS = {"EDGE_TLS_CERT_FILE": "c", "EDGE_TLS_KEY_FILE": "k"}
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("500ms", 0.5), ("30s", 30), ("2m", 120),
-                                               ("1h", 3600), ("1.5", 1.5)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("500ms", 0.5), ("30s", 30), ("2m", 120), ("1h", 3600), ("1.5", 1.5)]
+)
 def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
@@ -47,27 +48,37 @@ def test_bad_edge_settings_name_the_variable(environ: dict[str, str], message: s
 
 
 def test_producer_list_settings() -> None:
-    settings = load(ProducerSettings, "PRODUCER", {"PRODUCER_RETRY_BACKOFF": "100ms, 2s",
-                                                   "PRODUCER_HANDLER_MODULES": "a.b,c"})
+    settings = load(
+        ProducerSettings,
+        "PRODUCER",
+        {"PRODUCER_RETRY_BACKOFF": "100ms, 2s", "PRODUCER_HANDLER_MODULES": "a.b,c"},
+    )
 
     assert settings.retry_backoff == (0.1, 2.0)
     assert settings.handler_modules == ("a.b", "c")
 
 
 def test_edge_exits_with_a_clear_message_on_bad_settings() -> None:
-    run = subprocess.run([sys.executable, "-m", "streamer_edge"], capture_output=True, text=True,
-                         env={"EDGE_PLAINTEXT": "false", "PATH": "/usr/bin"}, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-m", "streamer_edge"],
+        capture_output=True,
+        text=True,
+        env={"EDGE_PLAINTEXT": "false", "PATH": "/usr/bin"},
+        timeout=60,
+    )
 
     assert run.returncode != 0
-    assert "invalid settings" in run.stderr and "TLS_CERT_FILE" in run.stderr
+    assert "invalid settings" in run.stderr
+    assert "TLS_CERT_FILE" in run.stderr
 
 
 def test_every_setting_is_documented() -> None:
     documented = set(re.findall(r"`((?:EDGE_|PRODUCER_)?[A-Z_]+)`", DOCS.read_text()))
     names = variables(EdgeSettings, "EDGE") + variables(ProducerSettings, "PRODUCER")
 
-    undocumented = [name for name in names
-                    if name not in documented and name.split("_", 1)[1] not in documented]
+    undocumented = [
+        name for name in names if name not in documented and name.split("_", 1)[1] not in documented
+    ]
     assert undocumented == []
 
 

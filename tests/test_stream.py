@@ -32,8 +32,9 @@ async def test_finished_stream_is_replayed_without_a_new_job(stack: Stack) -> No
 
 async def test_resume_after_sequence(stack: Stack) -> None:
     stream_id = new_id()
-    partial = await collect(stack.target, stack.tls.cert, request(stream_id, count=20, interval_ms=20),
-                            stop_after=7)
+    partial = await collect(
+        stack.target, stack.tls.cert, request(stream_id, count=20, interval_ms=20), stop_after=7
+    )
     resumed_request = request(stream_id, count=20, interval_ms=20)
     resumed_request.after_sequence = 7
     resumed = await collect(stack.target, stack.tls.cert, resumed_request)

@@ -49,7 +49,9 @@ async def nats_traffic(shared_stack: Stack) -> AsyncIterator[list[str]]:
 async def test_bad_id_is_invalid_argument_and_never_reaches_nats(
     shared_stack: Stack, nats_traffic: list[str], bad_id: str
 ) -> None:
-    result = await collect(shared_stack.target, shared_stack.tls.cert, stream_pb2.Request(id=bad_id))
+    result = await collect(
+        shared_stack.target, shared_stack.tls.cert, stream_pb2.Request(id=bad_id)
+    )
     await asyncio.sleep(0.2)
 
     assert result.code == grpc.StatusCode.INVALID_ARGUMENT
@@ -61,7 +63,9 @@ async def test_bad_id_is_invalid_argument_and_never_reaches_nats(
 async def test_longest_valid_id_streams(shared_stack: Stack) -> None:
     stream_id = "A-z_0" * 25 + "abc"
     assert len(stream_id) == 128
-    result = await collect(shared_stack.target, shared_stack.tls.cert, request(stream_id, count=3, interval_ms=1))
+    result = await collect(
+        shared_stack.target, shared_stack.tls.cert, request(stream_id, count=3, interval_ms=1)
+    )
 
     result.assert_complete(3)
 
