@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import enum
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -99,8 +100,8 @@ class JobRunner:
         ))
 
     async def _race(self, job: frames.Job, attempt: int, writer: StreamWriter,
-                    publishing: object) -> Outcome:
-        work = asyncio.ensure_future(publishing)  # type: ignore[arg-type]
+                    publishing: Coroutine[Any, Any, None]) -> Outcome:
+        work = asyncio.ensure_future(publishing)
         unread = asyncio.ensure_future(
             wait_until_unread(self._nc, job.id, self._settings.interest_interval))
         abandon = asyncio.ensure_future(self._abandon.wait())
