@@ -23,19 +23,28 @@ STATE = "stack.json"
 def demo(workdir: Path, client_args: list[str]) -> int:
     """Start everything, stream once with the bundled client, stop everything."""
     with Stack(workdir).running() as stack:
-        print(f"stack up: nats {stack.nats.url}, edge {stack.target} (logs in {workdir})",
-              flush=True)
-        command = [sys.executable, "-m", "streamer_client", "--target", f"localhost:{stack.edge.ready['port']}",  # type: ignore[union-attr]
-                   "--ca-file", str(stack.tls.cert), *client_args]
+        print(
+            f"stack up: nats {stack.nats.url}, edge {stack.target} (logs in {workdir})", flush=True
+        )
+        command = [
+            sys.executable,
+            "-m",
+            "streamer_client",
+            "--target",
+            f"localhost:{stack.edge.ready['port']}",  # type: ignore[union-attr]
+            "--ca-file",
+            str(stack.tls.cert),
+            *client_args,
+        ]
         return subprocess.call(command)
 
 
-def up(workdir: Path) -> int:
-    """Start the stack in the background on 127.0.0.1:50051 and remember its processes."""
+def up(workdir: Path, address: str) -> int:
+    """Start the stack in the background (edge on `address`) and remember its processes."""
     if (workdir / STATE).exists():
         print(f"already up ({workdir / STATE}); run `make down` first", file=sys.stderr)
         return 1
-    stack = Stack(workdir, edge_address="127.0.0.1:50051")
+    stack = Stack(workdir, edge_address=address)
     try:
         stack.start(detach=True)
     except StartError:
@@ -43,8 +52,10 @@ def up(workdir: Path) -> int:
         raise
     processes = [stack.edge, *stack.producers, stack.nats]
     (workdir / STATE).write_text(json.dumps({p.name: p.pid for p in processes if p}))
-    print(f"stack up: edge localhost:50051 (TLS, CA {stack.tls.cert}), nats {stack.nats.url}, "
-          f"logs in {workdir}/")
+    print(
+        f"stack up: edge localhost:{stack.edge.ready['port']} (TLS, CA {stack.tls.cert}), "  # type: ignore[union-attr]
+        f"nats {stack.nats.url}, logs in {workdir}/"
+    )
     return 0
 
 
@@ -92,12 +103,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="streamer-stack", description=__doc__)
     parser.add_argument("command", choices=["demo", "up", "down"])
     parser.add_argument("--workdir", default=".local", type=Path)
+    parser.add_argument("--edge-address", default="127.0.0.1:50051", help="up: the edge's address")
     args, client_args = parser.parse_known_args()
     client_args = [a for a in client_args if a != "--"]
     try:
         if args.command == "demo":
             sys.exit(demo(args.workdir.resolve(), client_args))
-        sys.exit(up(args.workdir.resolve()) if args.command == "up" else down(args.workdir.resolve()))
+        if args.command == "up":
+            sys.exit(up(args.workdir.resolve(), args.edge_address))
+        sys.exit(down(args.workdir.resolve()))
     except StartError as error:
         sys.exit(f"streamer-stack: {error}")
 

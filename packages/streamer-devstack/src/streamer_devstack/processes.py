@@ -12,8 +12,8 @@ import sys
 import time
 import urllib.request
 from collections.abc import Mapping
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 _NATS_PORT = re.compile(rb"Listening for client connections on [^\s]*:(\d+)")
 _NATS_MONITOR_PORT = re.compile(rb"Starting http monitor on [^\s]*:(\d+)")
@@ -54,8 +54,12 @@ class Process:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as out:
             self.popen = subprocess.Popen(
-                self.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**os.environ, **self.env}, start_new_session=detach,
+                self.argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **self.env},
+                start_new_session=detach,
             )
 
     @property
@@ -91,7 +95,9 @@ class Process:
             self.popen.kill()
             self.popen.wait()
 
-    def wait_for(self, predicate: re.Pattern[bytes], timeout: float, start: int = 0) -> re.Match[bytes]:
+    def wait_for(
+        self, predicate: re.Pattern[bytes], timeout: float, start: int = 0
+    ) -> re.Match[bytes]:
         """Wait until the log, read from byte `start`, matches `predicate`."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -99,8 +105,10 @@ class Process:
             if found:
                 return found
             if not self.alive():
-                raise StartError(f"{self.name} exited with {self.popen and self.popen.returncode}:"
-                                 f"\n{_tail(self.log)}")
+                raise StartError(
+                    f"{self.name} exited with {self.popen and self.popen.returncode}:"
+                    f"\n{_tail(self.log)}"
+                )
             time.sleep(0.05)
         raise StartError(f"{self.name} not ready after {timeout:g}s:\n{_tail(self.log)}")
 
@@ -131,8 +139,20 @@ class NatsServer(Process):
 
     def start(self, timeout: float = 20.0, detach: bool = False) -> None:
         """Start (or restart on the same port and store) and wait until it accepts clients."""
-        self.argv = [nats_server_binary(), "-js", "-a", "127.0.0.1", "-p", str(self.port),
-                     "-m", str(self.monitor_port), "-sd", str(self.store), "-n", self.name]
+        self.argv = [
+            nats_server_binary(),
+            "-js",
+            "-a",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-m",
+            str(self.monitor_port),
+            "-sd",
+            str(self.store),
+            "-n",
+            self.name,
+        ]
         offset = self.log_size()
         self.spawn(detach)
         self.port = int(self.wait_for(_NATS_PORT, timeout, offset).group(1))

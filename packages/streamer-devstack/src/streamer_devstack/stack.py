@@ -61,7 +61,9 @@ class Stack:
         for index in range(self._producer_count):
             self.add_producer(detach=detach, name=f"producer-{index}")
         self.edge = Service(
-            "edge", "streamer_edge", self.workdir / "edge.log",
+            "edge",
+            "streamer_edge",
+            self.workdir / "edge.log",
             edge_env(self.nats.url, self.tls, self._edge_address, **self._edge_overrides),
         )
         self.edge.start(detach=detach)
