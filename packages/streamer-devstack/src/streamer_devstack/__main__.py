@@ -6,6 +6,7 @@ Options after `demo` that are not the stack's own go to streamer-client.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -79,18 +80,14 @@ def down(workdir: Path) -> int:
 
 def with_signal(pid: int, signum: signal.Signals) -> None:
     """Signal `pid`, ignoring one that is already gone."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signum)
-    except ProcessLookupError:
-        pass
 
 
 def alive(pid: int) -> bool:
     """True while `pid` exists (and is not a zombie we could reap)."""
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
