@@ -33,6 +33,7 @@ class Result:
     details: str
     trailing: dict[str, str]
     seconds: float
+    messages: int = 0
 
     @property
     def sequences(self) -> list[int]:
@@ -59,28 +60,41 @@ async def collect(
     timeout: float | None = 60,
     on_item: Callable[[int], object] | None = None,
     stop_after: int | None = None,
+    batches: bool = False,
 ) -> Result:
-    """Call Stream and record everything; `stop_after` cancels after that many items."""
+    """Call Stream (or StreamBatches) and record every item; `stop_after` cancels after that."""
     items: list[tuple[int, bytes]] = []
+    messages = 0
     started = time.monotonic()
     async with channel(target, ca) as chan:
-        call = stream_pb2_grpc.StreamerStub(chan).Stream(request, timeout=timeout)
+        stub = stream_pb2_grpc.StreamerStub(chan)
+        call = (stub.StreamBatches if batches else stub.Stream)(request, timeout=timeout)
         try:
-            async for data in call:
-                items.append((data.sequence, data.data))
-                if on_item is not None:
-                    outcome = on_item(data.sequence)
-                    if asyncio.iscoroutine(outcome):
-                        await outcome
+            async for message in call:
+                messages += 1
+                for data in message.items if batches else (message,):
+                    items.append((data.sequence, data.data))
+                    if on_item is not None:
+                        outcome = on_item(data.sequence)
+                        if asyncio.iscoroutine(outcome):
+                            await outcome
                 if stop_after is not None and len(items) >= stop_after:
                     call.cancel()
-                    return Result(items, grpc.StatusCode.CANCELLED, "cancelled by test", {},
-                                  time.monotonic() - started)
+                    return Result(
+                        items,
+                        grpc.StatusCode.CANCELLED,
+                        "cancelled by test",
+                        {},
+                        time.monotonic() - started,
+                        messages,
+                    )
             code, details = await call.code(), await call.details()
             trailing = await call.trailing_metadata()
         except grpc.aio.AioRpcError as error:
             code, details, trailing = error.code(), error.details() or "", error.trailing_metadata()
-    return Result(items, code, details or "", dict(trailing or ()), time.monotonic() - started)
+    return Result(
+        items, code, details or "", dict(trailing or ()), time.monotonic() - started, messages
+    )
 
 
 def request(stream_id: str, **params: object) -> stream_pb2.Request:

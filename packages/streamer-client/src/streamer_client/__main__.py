@@ -33,6 +33,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="resume: only sequences greater than this one")
     parser.add_argument("--timeout", type=float, default=None, help="deadline in seconds")
     parser.add_argument("--quiet", action="store_true", help="print only the summary")
+    parser.add_argument("--batches", action="store_true",
+                        help="call StreamBatches: ready items arrive together, for high rates")
     args = parser.parse_args(argv)
     for param in args.param:
         if "=" not in param:
@@ -61,6 +63,14 @@ def render(data: bytes) -> str:
         return f"<{len(data)} bytes>"
 
 
+def show(data: stream_pb2.Data, quiet: bool) -> None:
+    """Print one item, or the end of the stream."""
+    if data.sequence == 0:
+        print("Stream is over", flush=True)
+    elif not quiet:
+        print(f"Sequence[{data.sequence}]: {render(data.data)}", flush=True)
+
+
 async def run(args: argparse.Namespace) -> int:
     """Stream and print; the exit code is 0 on a complete stream, 1 otherwise."""
     request = stream_pb2.Request(
@@ -68,13 +78,12 @@ async def run(args: argparse.Namespace) -> int:
         params=dict(param.split("=", 1) for param in args.param),
     )
     async with channel(args) as chan:
-        call = stream_pb2_grpc.StreamerStub(chan).Stream(request, timeout=args.timeout)
+        stub = stream_pb2_grpc.StreamerStub(chan)
+        call = (stub.StreamBatches if args.batches else stub.Stream)(request, timeout=args.timeout)
         try:
-            async for data in call:
-                if data.sequence == 0:
-                    print("Stream is over", flush=True)
-                elif not args.quiet:
-                    print(f"Sequence[{data.sequence}]: {render(data.data)}", flush=True)
+            async for message in call:
+                for data in message.items if args.batches else (message,):
+                    show(data, args.quiet)
         except grpc.aio.AioRpcError as error:
             last = dict(error.trailing_metadata() or ()).get(LAST_SEQUENCE_KEY, "?")
             print(f"error: {error.code().name}: {error.details()} (id {request.id}, last "

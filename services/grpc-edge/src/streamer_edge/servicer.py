@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from typing import Any
 
 import grpc
 from nats.aio.client import Client
@@ -20,6 +21,7 @@ from streamer_common.topology import job_subject
 from streamer_edge.follower import Follower, NatsOutage
 from streamer_edge.interest import Interest
 from streamer_edge.settings import EdgeSettings
+from streamer_edge.sinks import BatchSink, DataSink, Sink
 
 logger = logging.getLogger(__name__)
 
@@ -38,17 +40,17 @@ class StreamEnded(Exception):
 
 @dataclasses.dataclass
 class Call:
-    """One Stream call: what was asked and how far delivery got."""
+    """One call: what was asked, how far relaying got, and where items go."""
 
     stream_id: str
     job: str
     params: dict[str, str]
     delivered: int
-    write: Callable[[stream_pb2.Data], Awaitable[None]]
+    sink: Sink
 
 
 class StreamerServicer(stream_pb2_grpc.StreamerServicer):
-    """Serves `Stream` from NATS JetStream; every dependency is handed in."""
+    """Serves `Stream` and `StreamBatches` from NATS JetStream; every dependency is handed in."""
 
     def __init__(self, nc: Client, settings: EdgeSettings, interest: Interest) -> None:
         self._nc = nc
@@ -75,8 +77,21 @@ class StreamerServicer(stream_pb2_grpc.StreamerServicer):
         self, request: stream_pb2.Request, context: grpc.aio.ServicerContext[
             stream_pb2.Request, stream_pb2.Data]
     ) -> None:
+        await self._serve(request, context, DataSink(context.write, request.after_sequence))
+
+    async def StreamBatches(
+        self,
+        request: stream_pb2.Request,
+        context: grpc.aio.ServicerContext[stream_pb2.Request, stream_pb2.Batch],
+    ) -> None:
+        sink = BatchSink(context.write, request.after_sequence, self._settings.max_batch_bytes)
+        await self._serve(request, context, sink)
+
+    async def _serve(
+        self, request: stream_pb2.Request, context: grpc.aio.ServicerContext[Any, Any], sink: Sink
+    ) -> None:
         call = Call(request.id, request.job or self._settings.default_job, dict(request.params),
-                    request.after_sequence, context.write)
+                    request.after_sequence, sink)
         try:
             self._admit(request)
             self._active += 1
@@ -95,10 +110,13 @@ class StreamerServicer(stream_pb2_grpc.StreamerServicer):
         await self._finish(context, call, ended)
 
     async def _finish(
-        self, context: grpc.aio.ServicerContext[stream_pb2.Request, stream_pb2.Data],
-        call: Call, ended: StreamEnded,
+        self, context: grpc.aio.ServicerContext[Any, Any], call: Call, ended: StreamEnded
     ) -> None:
-        trailer = ((LAST_SEQUENCE_KEY, str(call.delivered)),)
+        if ended.code != grpc.StatusCode.OK:
+            # Items relayed before the failure still reach the client, as they would one by one.
+            with contextlib.suppress(Exception):
+                await call.sink.flush()
+        trailer = ((LAST_SEQUENCE_KEY, str(call.sink.written)),)
         if ended.code == grpc.StatusCode.OK:
             context.set_trailing_metadata(trailer)
             return
@@ -172,10 +190,12 @@ class StreamerServicer(stream_pb2_grpc.StreamerServicer):
                 elif frame.status == frames.END:
                     if frame.last_sequence > call.delivered:
                         raise _data_loss(call, frame.last_sequence)
-                    await call.write(stream_pb2.Data(sequence=0))
+                    await call.sink.put(0, b"")
+                    await call.sink.flush()
                     return
                 elif item.stream_sequence > stale:
                     await self._on_marker(call, frame)
+            await call.sink.flush()
 
     async def _next(self, follower: Follower, call: Call, poll: float, timeout: float) -> list:
         deadline = time.monotonic() + timeout
@@ -208,7 +228,7 @@ class StreamerServicer(stream_pb2_grpc.StreamerServicer):
             if sequence > call.delivered:
                 if sequence != call.delivered + 1:
                     raise _data_loss(call, sequence)
-                await call.write(stream_pb2.Data(sequence=sequence, data=item))
+                await call.sink.put(sequence, item)
                 call.delivered = sequence
             sequence += 1
 

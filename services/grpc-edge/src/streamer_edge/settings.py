@@ -21,6 +21,7 @@ class EdgeSettings(NatsSettings):
     plaintext: bool = False
     max_streams: int = 1000
     stream_buffer_bytes: int = 2 * 1024 * 1024
+    max_batch_bytes: int = 256 * 1024
     max_request_bytes: int = 64 * 1024
     max_params_bytes: int = 4096
     first_chunk_timeout: Duration = Duration(15)
@@ -42,6 +43,11 @@ class EdgeSettings(NatsSettings):
             raise ValueError(
                 "STREAM_BUFFER_BYTES must exceed MAX_MESSAGE_BYTES by at least 64 KiB, "
                 "or a full-size message could never be fetched"
+            )
+        if not 1024 <= self.max_batch_bytes <= 3 * 1024 * 1024:
+            raise ValueError(
+                "MAX_BATCH_BYTES must be 1024 to 3 MiB, so a Batch fits the 4 MiB a gRPC client "
+                "accepts by default"
             )
         if self.max_streams < 1:
             raise ValueError("MAX_STREAMS must be at least 1")

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0cstream.proto\x12\x06stream\"\x96\x01\n\x07Request\x12\n\n\x02id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x05\x12\x0b\n\x03job\x18\x03 \x01(\t\x12+\n\x06params\x18\x04 \x03(\x0b\x32\x1b.stream.Request.ParamsEntry\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"&\n\x04\x44\x61ta\x12\x10\n\x08sequence\x18\x01 \x01(\x05\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x32\x35\n\x08Streamer\x12)\n\x06Stream\x12\x0f.stream.Request\x1a\x0c.stream.Data0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0cstream.proto\x12\x06stream\"\x96\x01\n\x07Request\x12\n\n\x02id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x05\x12\x0b\n\x03job\x18\x03 \x01(\t\x12+\n\x06params\x18\x04 \x03(\x0b\x32\x1b.stream.Request.ParamsEntry\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"&\n\x04\x44\x61ta\x12\x10\n\x08sequence\x18\x01 \x01(\x05\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"$\n\x05\x42\x61tch\x12\x1b\n\x05items\x18\x01 \x03(\x0b\x32\x0c.stream.Data2h\n\x08Streamer\x12)\n\x06Stream\x12\x0f.stream.Request\x1a\x0c.stream.Data0\x01\x12\x31\n\rStreamBatches\x12\x0f.stream.Request\x1a\r.stream.Batch0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,6 +39,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REQUEST_PARAMSENTRY']._serialized_end=175
   _globals['_DATA']._serialized_start=177
   _globals['_DATA']._serialized_end=215
-  _globals['_STREAMER']._serialized_start=217
-  _globals['_STREAMER']._serialized_end=270
+  _globals['_BATCH']._serialized_start=217
+  _globals['_BATCH']._serialized_end=253
+  _globals['_STREAMER']._serialized_start=255
+  _globals['_STREAMER']._serialized_end=359
 # @@protoc_insertion_point(module_scope)

@@ -39,6 +39,11 @@ class StreamerStub:
                 request_serializer=stream__pb2.Request.SerializeToString,
                 response_deserializer=stream__pb2.Data.FromString,
                 _registered_method=True)
+        self.StreamBatches = channel.unary_stream(
+                '/stream.Streamer/StreamBatches',
+                request_serializer=stream__pb2.Request.SerializeToString,
+                response_deserializer=stream__pb2.Batch.FromString,
+                _registered_method=True)
 
 
 class StreamerServicer:
@@ -52,6 +57,15 @@ class StreamerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamBatches(self, request, context):
+        """The same stream as Stream, with the items that are ready together sent as
+        one Batch: fewer, larger messages for high chunk rates. The end marker is
+        the final item, with sequence 0.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StreamerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -59,6 +73,11 @@ def add_StreamerServicer_to_server(servicer, server):
                     servicer.Stream,
                     request_deserializer=stream__pb2.Request.FromString,
                     response_serializer=stream__pb2.Data.SerializeToString,
+            ),
+            'StreamBatches': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamBatches,
+                    request_deserializer=stream__pb2.Request.FromString,
+                    response_serializer=stream__pb2.Batch.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -88,6 +107,33 @@ class Streamer:
             '/stream.Streamer/Stream',
             stream__pb2.Request.SerializeToString,
             stream__pb2.Data.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamBatches(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/stream.Streamer/StreamBatches',
+            stream__pb2.Request.SerializeToString,
+            stream__pb2.Batch.FromString,
             options,
             channel_credentials,
             insecure,
