@@ -289,3 +289,27 @@ async def test_mutual_tls_requires_a_client_certificate(make_stack: StackFactory
 
     assert without.code == grpc.StatusCode.UNAVAILABLE
     assert sequences == [1, 2, 0]
+
+
+async def test_nats_outage_beyond_the_bound_ends_in_flight_streams_unavailable(
+    make_stack: StackFactory,
+) -> None:
+    stack = make_stack(edge={"EDGE_NATS_OUTAGE_TIMEOUT": "1s"})
+
+    def kill_nats_at_three(sequence: int) -> None:
+        if sequence == 3:
+            stack.nats.kill()
+
+    result = await collect(
+        stack.target,
+        stack.tls.cert,
+        request(new_id(), count=100, interval_ms=50),
+        on_item=kill_nats_at_three,
+    )
+
+    assert result.code == grpc.StatusCode.UNAVAILABLE
+    assert "NATS unreachable" in result.details
+    delivered = result.sequences
+    assert delivered == list(range(1, len(delivered) + 1))
+    assert result.trailing["streamer-last-sequence"] == str(len(delivered))
+    assert result.seconds < 10

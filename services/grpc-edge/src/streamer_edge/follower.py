@@ -45,6 +45,7 @@ class Follower:
         self._max_bytes = max_bytes
         self._outage = outage
         self._last_stream_sequence = 0
+        self._outage_since = 0.0
         self._consumer = ""
         self._puller: PullConsumer | None = None
 
@@ -85,17 +86,16 @@ class Follower:
     async def next(self, timeout: float) -> list[Received]:
         """Frames that arrive within `timeout` (none means a quiet stream); NatsOutage if cut off."""
         deadline = time.monotonic() + timeout
-        outage_since: float | None = None
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return []
             if not self._nc.is_connected:
-                outage_since = outage_since or time.monotonic()
-                if time.monotonic() - outage_since > self._outage:
+                self._outage_since = self._outage_since or time.monotonic()
+                if time.monotonic() - self._outage_since > self._outage:
                     raise NatsOutage(f"NATS unreachable for more than {self._outage:g}s")
             else:
-                outage_since = None
+                self._outage_since = 0.0
             received = await self._fetch(min(remaining, _POLL))
             if received:
                 return received
