@@ -42,6 +42,16 @@ lint: sync ## ruff check, ruff format --check and mypy --strict
 	$(RUN) ruff format --check .
 	$(RUN) mypy packages/*/src services/*/src
 
+BENCH ?= quick
+
+.PHONY: bench
+bench: sync ## Benchmark against bare grpcio and nats-py (BENCH=full: whole matrix); docs/benchmarks.md
+	$(RUN) python -m bench --mode $(BENCH) --docs
+
+.PHONY: bench-quick
+bench-quick: sync ## The quick benchmark subset (a couple of minutes), as `make bench` does by default
+	$(RUN) python -m bench --mode quick --docs
+
 .PHONY: proto
 proto: sync ## Regenerate the committed stubs from proto/stream.proto
 	bash scripts/gen-proto.sh

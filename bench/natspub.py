@@ -1,0 +1,49 @@
+"""Baseline N: plain nats-py publishing stamped chunks, core or JetStream, one stream per task."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+import nats
+
+from bench.payload import chunk, filler
+
+
+def parse_args() -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(prog="bench.natspub")
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--prefix", required=True)
+    parser.add_argument("--streams", type=int, default=1)
+    parser.add_argument("--count", type=int, default=100)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--jetstream", action="store_true", help="publish and await each ack")
+    return parser.parse_args()
+
+
+async def publish(args: argparse.Namespace) -> None:
+    """Every stream's chunks, streams concurrently, each stream in order."""
+    nc = await nats.connect(args.url)
+    js = nc.jetstream()
+    tail = filler(args.size)
+    print(f"start {time.monotonic()}", flush=True)
+
+    async def one(index: int) -> None:
+        subject = f"{args.prefix}.{index}"
+        for sequence in range(args.count):
+            if args.jetstream:
+                await js.publish(subject, chunk(sequence, args.size, tail))
+            else:
+                await nc.publish(subject, chunk(sequence, args.size, tail))
+
+    try:
+        await asyncio.gather(*(one(index) for index in range(args.streams)))
+        await nc.flush()
+    finally:
+        await nc.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(publish(parse_args()))

@@ -1,0 +1,316 @@
+"""Turns results into the Markdown table, the targets verdicts and the PNG plots."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+Result = dict[str, Any]
+
+PLOTS = ("throughput.png", "latency.png", "scaling.png")
+
+
+def find(
+    results: list[Result], system: str, size: int, streams: int, load: str = "max"
+) -> Result | None:
+    """The run of `system` at this point, if it was made."""
+    for result in results:
+        if (result["system"], result["size"], result["streams"], result["load"]) == (
+            system,
+            size,
+            streams,
+            load,
+        ):
+            return result
+    return None
+
+
+def _ratio(value: float | None, base: Result | None, key: str) -> str:
+    if value is None or base is None or not base[key]:
+        return "—"
+    return f"{value / base[key]:.2f}"
+
+
+def _size(size: int) -> str:
+    for unit, scale in (("MiB", 2**20), ("KiB", 2**10)):
+        if size >= scale and size % scale == 0:
+            return f"{size // scale} {unit}"
+    return f"{size} B"
+
+
+def _ms(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+def _cpu(result: Result) -> str:
+    parts = [
+        f"{name.split('-')[0][:4]} {proc['cpu_s']:.1f}"
+        for name, proc in result["processes"].items()
+    ]
+    return ", ".join(parts)
+
+
+def table(results: list[Result]) -> str:
+    """Every run with its figures and its ratios to the baselines at the same point."""
+    head = (
+        "| run | chunks/s | MB/s | per-stream MB/s min / median | latency ms p50 / p99 / p99.9 "
+        "| first chunk ms median / max | xG1 | xGb | xN | exact-once in order "
+        "| CPU s | edge peak RSS MiB |"
+    )
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in results:
+        g1 = find(results, "G1", r["size"], r["streams"])
+        gb = find(results, "Gb", r["size"], r["streams"])
+        n = find(results, "N", r["size"], r["streams"])
+        lat = r["latency_ms"]
+        rate = f" @{r['rate']}/s" if r["rate"] else ""
+        edge = r["processes"].get("edge", {}).get("peak_rss_mib", "—")
+        lines.append(
+            f"| {r['system']} {_size(r['size'])} x{r['streams']} {r['load']}{rate} "
+            f"| {r['chunks_per_s']:,.0f} | {r['mb_per_s']:,.2f} "
+            f"| {r['stream_mb_per_s']['min']:.3f} / {r['stream_mb_per_s']['median']:.3f} "
+            f"| {_ms(lat['p50'])} / {_ms(lat['p99'])} / {_ms(lat['p99.9'])} "
+            f"| {_ms(r['first_chunk_ms']['median'])} / {_ms(r['first_chunk_ms']['max'])} "
+            f"| {_ratio(r['chunks_per_s'], g1, 'chunks_per_s')} "
+            f"| {_ratio(r['chunks_per_s'], gb, 'chunks_per_s')} "
+            f"| {_ratio(r['chunks_per_s'], n, 'chunks_per_s')} "
+            f"| {'yes' if r['ok'] else 'NO: ' + '; '.join(r['problems'][:2])} "
+            f"| {_cpu(r)} | {edge} |"
+        )
+    return "\n".join(lines)
+
+
+def _verdict(name: str, checks: list[tuple[str, float | None, float, str]]) -> dict[str, Any]:
+    """checks: (what, measured, bound, '>=' or '<')."""
+    rows = []
+    for what, value, bound, op in checks:
+        met = None if value is None else (value >= bound if op == ">=" else value < bound)
+        rows.append({"what": what, "value": value, "bound": bound, "op": op, "met": met})
+    measured = [row["met"] for row in rows if row["met"] is not None]
+    return {
+        "target": name,
+        "checks": rows,
+        "met": None if not measured else all(measured) and len(measured) == len(rows),
+    }
+
+
+def _div(a: Result | None, b: Result | None, key: str) -> float | None:
+    if a is None or b is None or not b[key]:
+        return None
+    return round(float(a[key]) / float(b[key]), 3)
+
+
+def targets(results: list[Result]) -> list[dict[str, Any]]:
+    """The issue's targets, each met, missed (with the measured ratio) or not measured."""
+    out = []
+    checks: list[tuple[str, float | None, float, str]] = []
+    for size in (64 * 1024, 2**20):
+        g1 = find(results, "G1", size, 10)
+        for system in ("stream", "batches"):
+            checks.append(
+                (
+                    f"{system} {_size(size)} x10 MB/s ÷ G1",
+                    _div(find(results, system, size, 10), g1, "mb_per_s"),
+                    0.5,
+                    ">=",
+                )
+            )
+    out.append(_verdict("64 KiB and 1 MiB, 10 streams: MB/s ≥ 0.5 x G1", checks))
+    checks = []
+    for size in (64, 1024):
+        ours = find(results, "batches", size, 100)
+        slower = min(
+            (
+                b
+                for b in (find(results, "Gb", size, 100), find(results, "N", size, 100))
+                if b is not None
+            ),
+            key=lambda b: b["chunks_per_s"],
+            default=None,
+        )
+        checks.append(
+            (
+                f"batches {_size(size)} x100 ÷ slower of Gb, N",
+                _div(ours, slower, "chunks_per_s"),
+                0.5,
+                ">=",
+            )
+        )
+        checks.append(
+            (
+                f"batches {_size(size)} x100 ÷ G1",
+                _div(ours, find(results, "G1", size, 100), "chunks_per_s"),
+                10,
+                ">=",
+            )
+        )
+    out.append(
+        _verdict("64 B and 1 KiB, 100 streams, batched: ≥ 0.5 x min(Gb, N), ≥ 10 x G1", checks)
+    )
+    out.append(
+        _verdict(
+            "Stream 64 B x100: chunks/s ≥ 0.7 x G1",
+            [
+                (
+                    "stream 64 B x100 ÷ G1",
+                    _div(
+                        find(results, "stream", 64, 100),
+                        find(results, "G1", 64, 100),
+                        "chunks_per_s",
+                    ),
+                    0.7,
+                    ">=",
+                )
+            ],
+        )
+    )
+    out.append(
+        _verdict(
+            "1000 streams: complete, ≥ 0.7 x 100-stream aggregate, < 50 KiB/stream",
+            _thousand(results),
+        )
+    )
+    out.append(_verdict("half load, ≤ 1 KiB: p50 < 2 ms, p99 < 10 ms", _half_load(results)))
+    return out
+
+
+def _thousand(results: list[Result]) -> list[tuple[str, float | None, float, str]]:
+    runs = [r for r in results if r["streams"] == 1000 and r["system"] in ("stream", "batches")]
+    checks: list[tuple[str, float | None, float, str]] = [
+        (
+            "1000-stream runs complete with no gap (1 = all)",
+            (1.0 if all(r["ok"] for r in runs) else 0.0) if runs else None,
+            1.0,
+            ">=",
+        )
+    ]
+    for r in runs:
+        if r["load"] == "max":
+            checks.append(
+                (
+                    f"{r['system']} {_size(r['size'])} x1000 ÷ x100",
+                    _div(r, find(results, r["system"], r["size"], 100), "chunks_per_s"),
+                    0.7,
+                    ">=",
+                )
+            )
+    probes = [r for r in results if r["load"] == "hold"]
+    for probe in probes:
+        checks.append(
+            (
+                f"edge KiB per open stream ({probe['streams']} open)",
+                probe.get("edge_kib_per_stream"),
+                50,
+                "<",
+            )
+        )
+    return checks
+
+
+def _half_load(results: list[Result]) -> list[tuple[str, float | None, float, str]]:
+    checks: list[tuple[str, float | None, float, str]] = []
+    for r in results:
+        if r["load"] == "half":
+            name = f"{r['system']} {_size(r['size'])} x{r['streams']}"
+            checks.append((f"{name} p50 ms", r["latency_ms"]["p50"], 2.0, "<"))
+            checks.append((f"{name} p99 ms", r["latency_ms"]["p99"], 10.0, "<"))
+    return checks
+
+
+def targets_markdown(verdicts: list[dict[str, Any]]) -> str:
+    """Each target with its checks and a met/missed/not measured mark."""
+    lines = []
+    for verdict in verdicts:
+        mark = {True: "met", False: "MISSED", None: "not measured in this mode"}[verdict["met"]]
+        lines.append(f"- **{verdict['target']}**: {mark}")
+        for row in verdict["checks"]:
+            value = "not measured" if row["value"] is None else f"{row['value']:g}"
+            state = {True: "ok", False: "missed", None: "—"}[row["met"]]
+            lines.append(f"  - {row['what']}: {value} (needs {row['op']} {row['bound']:g}) {state}")
+    return "\n".join(lines)
+
+
+def plots(results: list[Result], out: Path) -> list[Path]:
+    """throughput.png, latency.png and scaling.png in `out`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    systems = ("stream", "batches", "G1", "Gb", "N", "N-js")
+    made = []
+    streams_levels = sorted({r["streams"] for r in results if r["load"] == "max"})
+    fig, axes = plt.subplots(
+        1, len(streams_levels), figsize=(5 * len(streams_levels), 4), squeeze=False
+    )
+    for ax, streams in zip(axes[0], streams_levels, strict=True):
+        for system in systems:
+            points = sorted(
+                (r["size"], r["mb_per_s"])
+                for r in results
+                if r["system"] == system and r["streams"] == streams and r["load"] == "max"
+            )
+            if points:
+                ax.plot(*zip(*points, strict=True), marker="o", label=system)
+        ax.set(
+            xscale="log",
+            yscale="log",
+            xlabel="chunk size (bytes)",
+            ylabel="MB/s",
+            title=f"throughput, {streams} streams",
+        )
+        ax.legend(fontsize="small")
+    made.append(_save(fig, out / "throughput.png"))
+
+    latency = [r for r in results if r["latency_ms"]["p50"] is not None and r["load"] != "hold"]
+    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(latency)), 4))
+    labels = [f"{r['system']} {_size(r['size'])}\nx{r['streams']} {r['load']}" for r in latency]
+    for offset, key in enumerate(("p50", "p99", "p99.9")):
+        ax.bar(
+            [i + 0.27 * (offset - 1) for i in range(len(latency))],
+            [r["latency_ms"][key] for r in latency],
+            width=0.27,
+            label=key,
+        )
+    ax.set_xticks(range(len(latency)), labels, fontsize="x-small", rotation=60)
+    ax.set(yscale="log", ylabel="end-to-end latency (ms)", title="latency percentiles")
+    ax.legend()
+    made.append(_save(fig, out / "latency.png"))
+
+    sizes = sorted({r["size"] for r in results if r["load"] == "max"})
+    fig, axes = plt.subplots(1, len(sizes), figsize=(5 * len(sizes), 4), squeeze=False)
+    for ax, size in zip(axes[0], sizes, strict=True):
+        for system in systems:
+            points = sorted(
+                (r["streams"], r["chunks_per_s"])
+                for r in results
+                if r["system"] == system and r["size"] == size and r["load"] == "max"
+            )
+            if points:
+                ax.plot(*zip(*points, strict=True), marker="o", label=system)
+        ax.set(
+            xscale="log",
+            yscale="log",
+            xlabel="concurrent streams",
+            ylabel="chunks/s",
+            title=f"scaling, {_size(size)} chunks",
+        )
+        ax.legend(fontsize="small")
+    made.append(_save(fig, out / "scaling.png"))
+    return made
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
+
+
+def fmt_bytes(size: float) -> str:
+    """1.5 GiB style."""
+    exponent = min(int(math.log(max(size, 1), 1024)), 3)
+    return f"{size / 1024**exponent:.1f} {('B', 'KiB', 'MiB', 'GiB')[exponent]}"

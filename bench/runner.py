@@ -1,0 +1,317 @@
+"""Runs the scenarios: the real stack, the bare baselines, and one client process per run."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from bench.hist import Histogram
+from bench.procstat import Sampler, rss_bytes
+from streamer_devstack.processes import Process
+from streamer_devstack.stack import Stack
+
+ROOT = Path(__file__).resolve().parents[1]
+PART = 256 * 1024  # PRODUCER_MAX_PART_BYTES: larger chunks travel as several items
+OURS = ("stream", "batches")
+BASELINES = ("G1", "Gb", "N", "N-js")
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What one invocation measures."""
+
+    mode: str
+    points: tuple[tuple[int, int], ...]  # (chunk size, concurrent streams)
+    max_chunks: int  # per run, all streams together
+    max_bytes: int
+    half_load_seconds: float
+    probe_streams: int  # streams held open to measure edge memory per stream
+
+    def count(self, size: int, streams: int) -> int:
+        """Chunks per stream for a run at full speed."""
+        return max(1, min(self.max_chunks, self.max_bytes // size) // streams)
+
+
+@dataclasses.dataclass(frozen=True)
+class Scenario:
+    """One run: a system reading `streams` streams of `count` chunks of `size` bytes."""
+
+    system: str
+    size: int
+    streams: int
+    count: int
+    load: str = "max"  # "max", "half" (rate-limited at half the measured maximum) or "hold"
+    rate: int = 0
+
+    @property
+    def name(self) -> str:
+        """Short label for progress lines and tables."""
+        return f"{self.system} {_size(self.size)} x{self.streams} {self.load}"
+
+
+def _size(size: int) -> str:
+    for unit, scale in (("MiB", 2**20), ("KiB", 2**10)):
+        if size >= scale and size % scale == 0:
+            return f"{size // scale} {unit}"
+    return f"{size} B"
+
+
+def _env() -> dict[str, str]:
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path}
+
+
+def _python(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]
+
+
+class Runner:
+    """Runs every scenario of a plan, printing progress; results land in `results`."""
+
+    def __init__(self, plan: Plan, workdir: Path, progress: Callable[[str], None]) -> None:
+        self.plan = plan
+        self.workdir = workdir
+        self.progress = progress
+        self.results: list[dict[str, Any]] = []
+        self._done = 0
+        self._server_pid = 0
+
+    @property
+    def total(self) -> int:
+        """Runs this plan will make, for the progress counter."""
+        half = sum(2 for size, _ in self.plan.points if size <= 1024)
+        probes = len({streams for _, streams in self.plan.points if streams >= 100})
+        return len(self.plan.points) * (len(OURS) + len(BASELINES)) + half + probes
+
+    def run(self) -> list[dict[str, Any]]:
+        """Every point, grouped by stream count so each group shares one stack."""
+        for streams in sorted({streams for _, streams in self.plan.points}):
+            sizes = [size for size, s in self.plan.points if s == streams]
+            with self._stack(streams) as stack, self._baseline_server(stack) as port:
+                if streams >= 100:
+                    self._probe(stack, min(streams, self.plan.probe_streams))
+                for size in sizes:
+                    self._point(stack, port, size, streams)
+        return self.results
+
+    @contextmanager
+    def _stack(self, streams: int) -> Iterator[Stack]:
+        slots = str(streams // 2 + 4)
+        stack = Stack(
+            self.workdir / f"stack-{streams}",
+            producers=2,
+            edge={"EDGE_FIRST_CHUNK_TIMEOUT": "60s"},
+            producer={
+                "PRODUCER_HANDLER_MODULES": "bench.handlers",
+                "PYTHONPATH": _env()["PYTHONPATH"],
+                "PRODUCER_CONCURRENCY": slots,
+                "PRODUCER_MAX_PART_BYTES": str(PART),
+            },
+        )
+        self.progress(f"starting nats-server, 2 producers and the edge for {streams} streams")
+        with stack.running():
+            yield stack
+
+    @contextmanager
+    def _baseline_server(self, stack: Stack) -> Iterator[int]:
+        server = Process(
+            "baseline-grpc",
+            _python(
+                "bench.baseline_grpc", "--cert", str(stack.tls.cert), "--key", str(stack.tls.key)
+            ),
+            stack.workdir / "baseline-grpc.log",
+            _env(),
+        )
+        server.spawn()
+        try:
+            self._server_pid = server.pid
+            yield int(server.wait_for(re.compile(rb"port (\d+)"), 30).group(1))
+        finally:
+            server.stop(5)
+
+    def _point(self, stack: Stack, port: int, size: int, streams: int) -> None:
+        count = self.plan.count(size, streams)
+        measured: dict[str, dict[str, Any]] = {}
+        for system in (*OURS, *BASELINES):
+            measured[system] = self._run(stack, port, Scenario(system, size, streams, count))
+        if size > 1024:
+            return
+        for system in OURS:
+            peak = measured[system]["chunks_per_s"] or 1.0
+            rate = max(1, int(peak / 2 / streams))
+            half_count = max(1, int(rate * self.plan.half_load_seconds))
+            self._run(stack, port, Scenario(system, size, streams, half_count, "half", rate))
+
+    def _probe(self, stack: Stack, streams: int) -> None:
+        """Hold `streams` slow streams open: the edge's memory growth per open stream."""
+        assert stack.edge is not None
+        before = rss_bytes(stack.edge.pid)
+        result = self._run(stack, 0, Scenario("stream", 64, streams, 10, "hold", 2))
+        grown = result["processes"]["edge"]["peak_rss_mib"] * 2**20 - before
+        result["edge_kib_per_stream"] = round(grown / streams / 1024, 1)
+        self.progress(f"    edge memory per open stream: {result['edge_kib_per_stream']} KiB")
+
+    def _run(self, stack: Stack, port: int, scenario: Scenario) -> dict[str, Any]:
+        self._done += 1
+        self.progress(
+            f"[{self._done}/{self.total}] {scenario.name}: {scenario.count} chunks "
+            f"per stream{f' at {scenario.rate}/s' if scenario.rate else ''} ..."
+        )
+        sampler = Sampler()
+        if scenario.system in OURS:
+            for service in [stack.edge, *stack.producers]:
+                assert service is not None
+                sampler.add(service.name, service.pid)
+        if scenario.system in ("G1", "Gb"):
+            sampler.add("baseline-grpc", self._server_pid)
+            self._client(stack, port, dataclasses.replace(scenario, streams=1), Sampler())
+        sampler.add("nats", stack.nats.pid)
+        sampler.start()
+        raw = self._client(stack, port, scenario, sampler)
+        result = summarise(scenario, raw, sampler.stop())
+        self.results.append(result)
+        self.progress(
+            f"    {result['chunks_per_s']:,.0f} chunks/s, {result['mb_per_s']:,.1f} MB/s, "
+            f"p99 {result['latency_ms']['p99']} ms, "
+            f"{'exact-once in order' if result['ok'] else result['problems'][:1]}"
+        )
+        return result
+
+    def _client(self, stack: Stack, port: int, scenario: Scenario, sampler: Sampler) -> Any:
+        shape = [
+            "--prefix",
+            f"b{time.time_ns() % 10**12}",
+            "--streams",
+            str(scenario.streams),
+            "--count",
+            str(scenario.count),
+            "--size",
+            str(scenario.size),
+        ]
+        if scenario.system in ("N", "N-js"):
+            return self._nats(stack, scenario, shape, sampler)
+        args = list(shape)
+        if scenario.system in OURS:
+            args += ["--target", stack.target, "--method", scenario.system, "--part", str(PART)]
+        else:
+            args += [
+                "--target",
+                f"127.0.0.1:{port}",
+                "--no-latency",
+                "--part",
+                str(scenario.size),
+                "--method",
+                "stream" if scenario.system == "G1" else "batches",
+            ]
+        if scenario.rate:
+            args += ["--rate", str(scenario.rate)]
+        client = subprocess.Popen(
+            _python("bench.client", "grpc", "--ca-file", str(stack.tls.cert), *args),
+            stdout=subprocess.PIPE,
+            cwd=ROOT,
+            env=_env(),
+        )
+        return self._collect(client, "client", sampler)
+
+    def _nats(self, stack: Stack, scenario: Scenario, shape: list[str], sampler: Sampler) -> Any:
+        jetstream = scenario.system == "N-js"
+        client = subprocess.Popen(
+            _python(
+                "bench.client",
+                "nats-js" if jetstream else "nats",
+                "--target",
+                stack.nats.url,
+                *shape,
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=ROOT,
+            env=_env(),
+        )
+        assert client.stderr is not None
+        client.stderr.readline()  # "ready": subscribed before the first publish
+        publisher = subprocess.Popen(
+            _python(
+                "bench.natspub",
+                "--url",
+                stack.nats.url,
+                *shape,
+                *(["--jetstream"] if jetstream else []),
+            ),
+            stdout=subprocess.PIPE,
+            cwd=ROOT,
+            env=_env(),
+        )
+        sampler.add("publisher", publisher.pid)
+        sampler.add("client", client.pid)
+        assert publisher.stdout is not None
+        started = float(publisher.stdout.readline().split()[1])
+        publisher.wait()
+        sampler.final("publisher")
+        raw = self._collect(client, "client", sampler, added=True)
+        for tally in raw["streams"]:
+            tally["started"] = started  # timed from the first publish, not the process start
+        return raw
+
+    def _collect(
+        self, client: subprocess.Popen[bytes], name: str, sampler: Sampler, added: bool = False
+    ) -> Any:
+        if not added:
+            sampler.add(name, client.pid)
+        assert client.stdout is not None
+        out = client.stdout.read()
+        sampler.final(name)
+        client.wait()
+        return json.loads(out)
+
+
+def summarise(scenario: Scenario, raw: dict[str, Any], processes: dict[str, Any]) -> dict[str, Any]:
+    """Throughput, per-stream spread, latency and the exact-once check of one run."""
+    tallies = raw["streams"]
+    problems = [t["problem"] for t in tallies if t["problem"]]
+    wall = max(t["done"] for t in tallies) - min(t["started"] for t in tallies)
+    total_bytes = sum(t["total_bytes"] for t in tallies)
+    chunks = sum((t["next_sequence"] - 1) // t["parts"] for t in tallies)
+    per_stream = sorted(
+        t["total_bytes"] / max(t["done"] - t["started"], 1e-9) / 1e6 for t in tallies
+    )
+    first = sorted(t["first"] - t["started"] for t in tallies if t["first"])
+    hist = Histogram.from_json(raw["histogram"]) if raw["histogram"] is not None else None
+    return {
+        **dataclasses.asdict(scenario),
+        "ok": not problems,
+        "problems": problems[:5],
+        "seconds": round(wall, 3),
+        "chunks": chunks,
+        "bytes": total_bytes,
+        "chunks_per_s": round(chunks / wall, 1),
+        "mb_per_s": round(total_bytes / wall / 1e6, 2),
+        "stream_mb_per_s": {
+            "min": round(per_stream[0], 3),
+            "median": round(statistics.median(per_stream), 3),
+        },
+        "latency_ms": {
+            key: _round(hist.percentile(q)) if hist else None
+            for key, q in (("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999))
+        },
+        "latency_histogram": hist.to_json() if hist else None,
+        "first_chunk_ms": {
+            "median": _round(statistics.median(first) * 1000) if first else None,
+            "max": _round(first[-1] * 1000) if first else None,
+        },
+        "processes": processes,
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)

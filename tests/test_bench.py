@@ -1,0 +1,40 @@
+"""`make bench` works end to end: the quick harness on tiny inputs (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.timeout(300)
+def test_tiny_bench_measures_every_system_and_writes_every_output(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "bench", "--mode", "tiny", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    document = json.loads((tmp_path / "tiny.json").read_text())
+    results = document["results"]
+    assert {r["system"] for r in results} == {"stream", "batches", "G1", "Gb", "N", "N-js"}
+    assert all(r["ok"] for r in results), [r["problems"] for r in results if not r["ok"]]
+    assert all(r["chunks"] == r["count"] * r["streams"] for r in results)
+    ours = [r for r in results if r["system"] in ("stream", "batches")]
+    assert all(r["latency_ms"]["p99"] is not None for r in ours)
+    assert all(r["processes"]["edge"]["cpu_s"] > 0 for r in ours)
+    assert {r["load"] for r in ours} == {"max", "half"}
+    markdown = (tmp_path / "tiny.md").read_text()
+    assert "| batches 64 B x2 max |" in markdown
+    assert "### Targets" in markdown
+    for plot in ("throughput.png", "latency.png", "scaling.png"):
+        assert (tmp_path / plot).read_bytes().startswith(b"\x89PNG")
+    assert "[1/14]" in run.stderr, "progress is shown while running"
