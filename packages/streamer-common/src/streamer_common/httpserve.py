@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -22,9 +22,15 @@ def split_address(address: str) -> tuple[str, int]:
 class OpsServer:
     """Serves Prometheus metrics and liveness/readiness answers over plain HTTP."""
 
-    def __init__(self, registry: CollectorRegistry, ready: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        ready: Callable[[], bool],
+        before_scrape: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._registry = registry
         self._ready = ready
+        self._before_scrape = before_scrape
         self._server: asyncio.Server | None = None
 
     async def start(self, address: str) -> int:
@@ -48,7 +54,10 @@ class OpsServer:
             while (await asyncio.wait_for(reader.readline(), 5)).strip():
                 pass
             path = request_line.split(b" ")[1].decode() if request_line.count(b" ") >= 2 else ""
-            status, content_type, body = self._route(path.split("?")[0])
+            path = path.split("?")[0]
+            if path == "/metrics" and self._before_scrape is not None:
+                await self._before_scrape()
+            status, content_type, body = self._route(path)
             writer.write(
                 f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body
