@@ -10,15 +10,18 @@ import time
 
 from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
-from prometheus_client import CollectorRegistry
+from opentelemetry import trace
 
 from streamer_common.httpserve import OpsServer
 from streamer_common.lifecycle import shutdown_event
 from streamer_common.logs import setup_logging
+from streamer_common.metrics import EdgeMetrics, QueueMetrics, new_registry
 from streamer_common.natsio import connect
 from streamer_common.settings import SettingsError
 from streamer_common.topology import Topology, TopologyError, ensure_topology
+from streamer_common.tracing import TracingError, setup_tracing, tracer_of
 from streamer_edge.interest import Interest
+from streamer_edge.observe import ServerTelemetry
 from streamer_edge.server import SERVICE_NAME, build_probe_server, build_server
 from streamer_edge.servicer import StreamerServicer
 from streamer_edge.settings import EdgeSettings, load_settings
@@ -35,7 +38,7 @@ async def set_health(health: HealthServicer, status: int) -> None:
         await health.set(service, status)
 
 
-async def serve(settings: EdgeSettings) -> None:
+async def serve(settings: EdgeSettings, tracer: trace.Tracer) -> None:
     """Run the edge until SIGTERM or SIGINT, then drain within the grace period."""
     stop = shutdown_event()
     health = HealthServicer()
@@ -53,8 +56,12 @@ async def serve(settings: EdgeSettings) -> None:
             return
         stack.push_async_callback(nc.close)
         await ensure_topology(nc.jetstream(), Topology.from_settings(settings))
-        servicer = StreamerServicer(nc, settings, Interest(nc))
-        server, port = build_server(settings, servicer, health)
+        registry = new_registry()
+        metrics = EdgeMetrics(registry, settings.max_streams)
+        queue = QueueMetrics(registry, nc, settings.jobs_stream)
+        servicer = StreamerServicer(nc, settings, Interest(nc), metrics, tracer)
+        server, port = build_server(
+            settings, servicer, health, ServerTelemetry(metrics.grpc, tracer))
         await server.start()
         stack.push_async_callback(server.stop, 1)
         ports = {"port": port}
@@ -63,7 +70,7 @@ async def serve(settings: EdgeSettings) -> None:
             await probe.start()
             stack.push_async_callback(probe.stop, 0)
         if settings.metrics_address:
-            ops = OpsServer(CollectorRegistry(), lambda: nc.is_connected)
+            ops = OpsServer(registry, lambda: nc.is_connected, queue.refresh)
             ports["metrics_port"] = await ops.start(settings.metrics_address)
             stack.push_async_callback(ops.stop)
         await set_health(health, SERVING)
@@ -87,16 +94,20 @@ async def shutdown(settings: EdgeSettings, servicer: StreamerServicer, health: H
 
 
 def main() -> None:
-    """Read settings, set up logging, serve until told to stop."""
+    """Read settings, set up logging and tracing, serve until told to stop."""
     try:
         settings = load_settings()
-    except SettingsError as error:
+        provider = setup_tracing("streamer-edge")
+    except (SettingsError, TracingError) as error:
         sys.exit(f"streamer-edge: invalid settings: {error}")
     setup_logging(settings.log_level, settings.log_format)
     try:
-        asyncio.run(serve(settings))
+        asyncio.run(serve(settings, tracer_of(provider, "streamer_edge")))
     except TopologyError as error:
         sys.exit(f"streamer-edge: {error}")
+    finally:
+        if provider is not None:
+            provider.shutdown()
 
 
 if __name__ == "__main__":

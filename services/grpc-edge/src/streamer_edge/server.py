@@ -7,12 +7,18 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from streamer_common.proto import stream_pb2, stream_pb2_grpc
+from streamer_edge.observe import ServerTelemetry
 from streamer_edge.settings import EdgeSettings
 
 SERVICE_NAME = stream_pb2.DESCRIPTOR.services_by_name["Streamer"].full_name
+SERVICES = (
+    stream_pb2.DESCRIPTOR.services_by_name["Streamer"],
+    health_pb2.DESCRIPTOR.services_by_name["Health"],
+    reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"],
+)
 
 
 def server_credentials(settings: EdgeSettings) -> grpc.ServerCredentials:
@@ -26,10 +32,15 @@ def server_credentials(settings: EdgeSettings) -> grpc.ServerCredentials:
 
 
 def build_server(
-    settings: EdgeSettings, servicer: stream_pb2_grpc.StreamerServicer, health: HealthServicer
+    settings: EdgeSettings,
+    servicer: stream_pb2_grpc.StreamerServicer,
+    health: HealthServicer,
+    telemetry: ServerTelemetry,
 ) -> tuple[grpc.aio.Server, int]:
     """The public server (Streamer, health, reflection) bound to its address; returns its port."""
+    telemetry.initialize(SERVICES)
     server = grpc.aio.server(
+        interceptors=[telemetry],
         options=[
             ("grpc.max_receive_message_length", settings.max_request_bytes),
             ("grpc.keepalive_time_ms", 20_000),
@@ -41,11 +52,7 @@ def build_server(
     )
     stream_pb2_grpc.add_StreamerServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         reflection.SERVICE_NAME),
-        server,
-    )
+    reflection.enable_server_reflection([service.full_name for service in SERVICES], server)
     if settings.plaintext:
         port = server.add_insecure_port(settings.grpc_address)
     else:

@@ -12,14 +12,17 @@ from typing import Any
 import grpc
 from nats.aio.client import Client
 from nats.js.errors import APIError
+from opentelemetry import trace
 
 from streamer_common import frames
 from streamer_common.ids import id_problem, job_problem
+from streamer_common.metrics import EdgeMetrics
 from streamer_common.natsio import StreamState, stream_state
 from streamer_common.proto import stream_pb2, stream_pb2_grpc
 from streamer_common.topology import job_subject
 from streamer_edge.follower import Follower, NatsOutage
 from streamer_edge.interest import Interest
+from streamer_edge.observe import StreamRecord
 from streamer_edge.settings import EdgeSettings
 from streamer_edge.sinks import BatchSink, DataSink, Sink
 
@@ -47,15 +50,19 @@ class Call:
     params: dict[str, str]
     delivered: int
     sink: Sink
+    record: StreamRecord
 
 
 class StreamerServicer(stream_pb2_grpc.StreamerServicer):
     """Serves `Stream` and `StreamBatches` from NATS JetStream; every dependency is handed in."""
 
-    def __init__(self, nc: Client, settings: EdgeSettings, interest: Interest) -> None:
+    def __init__(self, nc: Client, settings: EdgeSettings, interest: Interest,
+                 metrics: EdgeMetrics, tracer: trace.Tracer) -> None:
         self._nc = nc
         self._settings = settings
         self._interest = interest
+        self._metrics = metrics
+        self._tracer = tracer
         self._active = 0
         self._draining = False
         self._closing = asyncio.Event()
@@ -90,24 +97,27 @@ class StreamerServicer(stream_pb2_grpc.StreamerServicer):
     async def _serve(
         self, request: stream_pb2.Request, context: grpc.aio.ServicerContext[Any, Any], sink: Sink
     ) -> None:
-        call = Call(request.id, request.job or self._settings.default_job, dict(request.params),
-                    request.after_sequence, sink)
-        try:
-            self._admit(request)
-            self._active += 1
+        job = request.job or self._settings.default_job
+        record = StreamRecord(self._metrics, self._tracer, request.id, job, request.after_sequence)
+        call = Call(request.id, job, dict(request.params), request.after_sequence, sink, record)
+        with record.observing(context):
             try:
-                await self._relay(call)
-            finally:
-                self._active -= 1
-            ended = StreamEnded(grpc.StatusCode.OK)
-        except StreamEnded as error:
-            ended = error
-        except Exception:
-            logger.exception("stream failed", extra={"stream_id": call.stream_id})
-            ended = StreamEnded(
-                grpc.StatusCode.INTERNAL,
-                f"internal error in the edge; retry with after_sequence={call.delivered}")
-        await self._finish(context, call, ended)
+                self._admit(request)
+                self._active += 1
+                record.admitted()
+                try:
+                    await self._relay(call)
+                finally:
+                    self._active -= 1
+                ended = StreamEnded(grpc.StatusCode.OK)
+            except StreamEnded as error:
+                ended = error
+            except Exception:
+                logger.exception("stream failed", extra={"stream_id": call.stream_id})
+                ended = StreamEnded(
+                    grpc.StatusCode.INTERNAL,
+                    f"internal error in the edge; retry with after_sequence={call.delivered}")
+            await self._finish(context, call, ended)
 
     async def _finish(
         self, context: grpc.aio.ServicerContext[Any, Any], call: Call, ended: StreamEnded
@@ -152,7 +162,8 @@ class StreamerServicer(stream_pb2_grpc.StreamerServicer):
         ) as follower:
             if not state.finished:
                 await self._start_job(call, state)
-            await self._follow(call, follower, stale=state.subject_sequence)
+            with call.record.delivering(state):
+                await self._follow(call, follower, stale=state.subject_sequence)
 
     async def _state(self, stream_id: str) -> StreamState:
         try:
@@ -165,8 +176,9 @@ class StreamerServicer(stream_pb2_grpc.StreamerServicer):
         job = frames.Job(call.stream_id, call.job, call.params)
         headers = {frames.MSG_ID: f"job:{call.stream_id}:{state.subject_sequence}"}
         try:
-            await self._nc.jetstream().publish(job_subject(call.stream_id), job.encode(),
-                                               headers=headers)
+            with call.record.publishing_job(headers):
+                await self._nc.jetstream().publish(job_subject(call.stream_id), job.encode(),
+                                                   headers=headers)
         except APIError as error:
             if error.err_code != _ALREADY_QUEUED:
                 raise StreamEnded(grpc.StatusCode.UNAVAILABLE,
@@ -224,13 +236,17 @@ class StreamerServicer(stream_pb2_grpc.StreamerServicer):
 
     async def _deliver(self, call: Call, frame: frames.DataFrame) -> None:
         sequence = frame.first_sequence
-        for item in frame.items:
-            if sequence > call.delivered:
-                if sequence != call.delivered + 1:
-                    raise _data_loss(call, sequence)
-                await call.sink.put(sequence, item)
-                call.delivered = sequence
-            sequence += 1
+        before, began = call.delivered, time.monotonic()
+        try:
+            for item in frame.items:
+                if sequence > call.delivered:
+                    if sequence != call.delivered + 1:
+                        raise _data_loss(call, sequence)
+                    await call.sink.put(sequence, item)
+                    call.delivered = sequence
+                sequence += 1
+        finally:
+            call.record.delivered(frame, before, call.delivered, began)
 
     async def _on_marker(self, call: Call, frame: frames.ControlFrame) -> None:
         if frame.status == frames.FAILED:
