@@ -9,22 +9,25 @@ import sys
 
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
-from prometheus_client import CollectorRegistry
+from opentelemetry import trace
 
 from streamer_common.httpserve import OpsServer
 from streamer_common.lifecycle import shutdown_event
 from streamer_common.logs import setup_logging
+from streamer_common.metrics import ProducerMetrics, QueueMetrics, new_registry
 from streamer_common.natsio import connect
 from streamer_common.settings import SettingsError
 from streamer_common.topology import JOBS_CONSUMER, Topology, TopologyError, ensure_topology
+from streamer_common.tracing import TracingError, setup_tracing, tracer_of
 from streamer_producer.handlers import load_handlers, registry
+from streamer_producer.observe import JobTelemetry
 from streamer_producer.settings import ProducerSettings, load_settings
-from streamer_producer.worker import Worker, jobs_consumer_config
+from streamer_producer.worker import Outcome, Worker, jobs_consumer_config
 
 logger = logging.getLogger("streamer_producer")
 
 
-async def serve(settings: ProducerSettings) -> None:
+async def serve(settings: ProducerSettings, tracer: trace.Tracer) -> None:
     """Run jobs until SIGTERM or SIGINT, then finish or release them within the grace."""
     stop = shutdown_event()
     async with contextlib.AsyncExitStack() as stack:
@@ -35,13 +38,18 @@ async def serve(settings: ProducerSettings) -> None:
         js = nc.jetstream()
         await ensure_topology(js, Topology.from_settings(settings))
         await ensure_jobs_consumer(js, settings)
+        collectors = new_registry()
+        metrics = ProducerMetrics(collectors, settings.concurrency)
+        metrics.initialize(registry.names, [outcome.value for outcome in Outcome])
+        queue = QueueMetrics(collectors, nc, settings.jobs_stream)
         ports = {}
         if settings.metrics_address:
-            ops = OpsServer(CollectorRegistry(), lambda: nc.is_connected and not stop.is_set())
+            ops = OpsServer(
+                collectors, lambda: nc.is_connected and not stop.is_set(), queue.refresh)
             ports["metrics_port"] = await ops.start(settings.metrics_address)
             stack.push_async_callback(ops.stop)
         logger.info("producer ready", extra={**ports, "handlers": registry.names})
-        await Worker(nc, settings, registry).run(stop)
+        await Worker(nc, settings, registry, JobTelemetry(metrics, tracer, registry)).run(stop)
         await nc.drain()
 
 
@@ -64,17 +72,21 @@ async def ensure_jobs_consumer(js: JetStreamContext, settings: ProducerSettings)
 
 
 def main() -> None:
-    """Read settings, load handlers, set up logging, work until told to stop."""
+    """Read settings, load handlers, set up logging and tracing, work until told to stop."""
     try:
         settings = load_settings()
-    except SettingsError as error:
+        provider = setup_tracing("streamer-producer")
+    except (SettingsError, TracingError) as error:
         sys.exit(f"streamer-producer: invalid settings: {error}")
     setup_logging(settings.log_level, settings.log_format)
     load_handlers(settings.handler_modules)
     try:
-        asyncio.run(serve(settings))
+        asyncio.run(serve(settings, tracer_of(provider, "streamer_producer")))
     except TopologyError as error:
         sys.exit(f"streamer-producer: {error}")
+    finally:
+        if provider is not None:
+            provider.shutdown()
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from nats.js.errors import APIError
 
 from streamer_common import frames
 from streamer_common.frames import Position
+from streamer_common.metrics import ProducerMetrics
 from streamer_common.topology import data_subject
 
 logger = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ class StreamWriter:
         subject_sequence: int,
         *,
         max_message_bytes: int,
+        metrics: ProducerMetrics,
         outage: float = 60.0,
     ) -> None:
         self._js = nc.jetstream()
@@ -67,8 +69,10 @@ class StreamWriter:
         self._subject_sequence = subject_sequence
         self._max_payload = max_message_bytes - _HEADER_ROOM
         self._outage = outage
+        self._metrics = metrics
         self.published_items = 0
         self.published_bytes = 0
+        self.published_messages = 0
 
     async def write(self, parts: list[Part]) -> None:
         """Publish consecutive parts as one message."""
@@ -77,10 +81,13 @@ class StreamWriter:
         headers = frames.data_headers(
             self._stream_id, first, [len(part.payload) for part in parts], after
         )
-        await self._publish(b"".join(part.payload for part in parts), headers)
+        payload = b"".join(part.payload for part in parts)
+        await self._publish(payload, headers)
         self.position = after
         self.published_items += len(parts)
-        self.published_bytes += sum(len(part.payload) for part in parts)
+        self.published_bytes += len(payload)
+        self._metrics.chunks_published.inc(len(parts))
+        self._metrics.bytes_published.inc(len(payload))
 
     async def mark(self, status: str, error: str = "") -> None:
         """Publish an end, error or stopped marker after everything written so far."""
@@ -91,8 +98,11 @@ class StreamWriter:
         deadline = time.monotonic() + self._outage
         while True:
             try:
+                began = time.monotonic()
                 ack = await self._js.publish(self._subject, payload, headers=headers, timeout=2.0)
+                self._metrics.publish_seconds.observe(time.monotonic() - began)
                 self._subject_sequence = ack.seq
+                self.published_messages += 1
                 return
             except APIError as error:
                 if error.err_code != _WRONG_LAST_SEQUENCE:

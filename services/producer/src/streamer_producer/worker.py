@@ -19,6 +19,7 @@ from streamer_common.pull import PullConsumer
 from streamer_common.topology import JOBS_CONSUMER, job_subject
 from streamer_producer.handlers import JobContext, PermanentError, Registry
 from streamer_producer.interest import wait_until_unread
+from streamer_producer.observe import JobTelemetry
 from streamer_producer.publisher import LostOwnership, PublishOutage, StreamWriter, pump
 from streamer_producer.settings import ProducerSettings
 
@@ -52,12 +53,14 @@ class JobRunner:
     """Runs one delivered job message to an outcome and settles the message accordingly."""
 
     def __init__(
-        self, nc: Client, settings: ProducerSettings, registry: Registry, abandon: asyncio.Event
+        self, nc: Client, settings: ProducerSettings, registry: Registry, abandon: asyncio.Event,
+        telemetry: JobTelemetry,
     ) -> None:
         self._nc = nc
         self._settings = settings
         self._registry = registry
         self._abandon = abandon
+        self._telemetry = telemetry
 
     async def run(self, msg: Msg) -> Outcome:
         """Run the job in `msg`; the message is acked, nak'ed or left to its new owner."""
@@ -69,15 +72,17 @@ class JobRunner:
             return Outcome.FAILED
         attempt = msg.metadata.num_delivered
         extra = {"stream_id": job.id, "job": job.job, "attempt": attempt}
-        logger.info("job started", extra=extra)
-        async with _keepalive(msg, self._settings.ack_wait / 3):
-            try:
-                outcome = await self._attempt(job, attempt)
-            except Exception:
-                logger.warning("job attempt failed", exc_info=True, extra=extra)
-                outcome = Outcome.RETRY
-        await self._settle(msg, outcome, attempt)
-        logger.info("job ended", extra={**extra, "outcome": outcome.value})
+        with self._telemetry.running(msg, job, attempt) as observed:
+            logger.info("job started", extra=extra)
+            async with _keepalive(msg, self._settings.ack_wait / 3):
+                try:
+                    outcome = await self._attempt(job, attempt)
+                except Exception:
+                    logger.warning("job attempt failed", exc_info=True, extra=extra)
+                    outcome = Outcome.RETRY
+            await self._settle(msg, outcome, attempt)
+            observed.outcome = outcome.value
+            logger.info("job ended", extra={**extra, "outcome": outcome.value})
         return outcome
 
     async def _attempt(self, job: frames.Job, attempt: int) -> Outcome:
@@ -86,7 +91,7 @@ class JobRunner:
             return Outcome.COMPLETED
         writer = StreamWriter(
             self._nc, self._settings.data_stream, job.id, state.position, state.subject_sequence,
-            max_message_bytes=self._settings.max_message_bytes,
+            max_message_bytes=self._settings.max_message_bytes, metrics=self._telemetry.metrics,
         )
         handler = self._registry.get(job.job)
         if handler is None:
@@ -94,10 +99,11 @@ class JobRunner:
             return await self._fail(writer, f"unknown job {job.job!r} (known: {known})")
         context = JobContext(job.id, job.params, state.position.chunk, attempt)
         chunks = handler(context)
-        return await self._race(job, attempt, writer, pump(
-            chunks, writer, max_part=self._settings.max_part_bytes,
-            max_batch=self._settings.max_part_bytes,
-        ))
+        with self._telemetry.publishing(job.id, writer):
+            return await self._race(job, attempt, writer, pump(
+                chunks, writer, max_part=self._settings.max_part_bytes,
+                max_batch=self._settings.max_part_bytes,
+            ))
 
     async def _race(self, job: frames.Job, attempt: int, writer: StreamWriter,
                     publishing: Coroutine[Any, Any, None]) -> Outcome:
@@ -125,12 +131,14 @@ class JobRunner:
         except LostOwnership:
             return Outcome.LOST
         except PermanentError as error:
+            self._telemetry.handler_error(job.job)
             return await self._fail(writer, str(error))
         except PublishOutage as error:
             logger.warning("publishing stalled", extra={"stream_id": job.id, "error": str(error)})
             return Outcome.RETRY
         except Exception as error:
             logger.warning("job handler failed", exc_info=True, extra={"stream_id": job.id})
+            self._telemetry.handler_error(job.job)
             if attempt >= self._settings.max_attempts:
                 return await self._fail(writer, f"{error} (after {attempt} attempts)")
             return Outcome.RETRY
@@ -170,11 +178,13 @@ async def _keepalive(msg: Msg, every: float) -> AsyncIterator[None]:
 class Worker:
     """`concurrency` slots, each pulling one job at a time from the shared consumer."""
 
-    def __init__(self, nc: Client, settings: ProducerSettings, registry: Registry) -> None:
+    def __init__(
+        self, nc: Client, settings: ProducerSettings, registry: Registry, telemetry: JobTelemetry
+    ) -> None:
         self._nc = nc
         self._settings = settings
         self._abandon = asyncio.Event()
-        self._runner = JobRunner(nc, settings, registry, self._abandon)
+        self._runner = JobRunner(nc, settings, registry, self._abandon, telemetry)
         self.running = 0
 
     async def run(self, stop: asyncio.Event) -> None:
