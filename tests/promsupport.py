@@ -1,0 +1,55 @@
+"""Helpers for the observability tests: scraping /metrics, and Prometheus binaries."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import urllib.request
+from collections.abc import Mapping
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from streamer_devstack.processes import Service
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(service: Service) -> Samples:
+    """Every sample on the service's /metrics, keyed by name and labels."""
+    port = service.ready["metrics_port"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    """One sample's value; 0 when the series does not exist."""
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def delta(before: Samples, after: Samples, name: str, **labels: str) -> float:
+    """How much one series moved between two scrapes."""
+    return value(after, name, **labels) - value(before, name, **labels)
+
+
+def tool(name: str) -> str:
+    """Path of a Prometheus binary; skips the test without it, unless CI is set (then fails)."""
+    found = shutil.which(name)
+    if found is not None:
+        return found
+    message = f"{name} not found: run deploy/tools/install-prometheus.sh (Debian's prometheus)"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{message}; CI must have it")
+    pytest.skip(message)
+
+
+def grpc_labels(
+    method: str, service: str = "stream.Streamer", grpc_type: str = "server_stream"
+) -> Mapping[str, str]:
+    """The go-grpc-middleware label set of one method."""
+    return {"grpc_type": grpc_type, "grpc_service": service, "grpc_method": method}
