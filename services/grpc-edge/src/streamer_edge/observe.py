@@ -234,6 +234,12 @@ class _Call:
                 _end_span(span, code)
 
 
+def _details(context: Context) -> str:
+    """The status message the call ends with, if the handler set one."""
+    details = context.details()
+    return details.decode(errors="replace") if isinstance(details, bytes) else str(details or "")
+
+
 def _end_span(span: trace.Span, code: grpc.StatusCode) -> None:
     span.set_attribute(tracing.RPC_GRPC_STATUS_CODE, code.value[0])
     if code in _SERVER_ERRORS:
@@ -312,9 +318,10 @@ class StreamRecord:
             error = raised
             raise
         finally:
-            self._ended(final_code(context, error))
+            code = final_code(context, error)
+            self._ended(code, "" if code == grpc.StatusCode.OK else _details(context))
 
-    def _ended(self, code: grpc.StatusCode) -> None:
+    def _ended(self, code: grpc.StatusCode, details: str) -> None:
         metrics = self._metrics
         if self._admitted:
             metrics.streams_active.dec()
@@ -327,6 +334,7 @@ class StreamRecord:
             extra={
                 **self._fields(),
                 "status": code.name,
+                "details": details,
                 "chunks": self.chunks,
                 "bytes": self.bytes,
                 "duration_s": round(time.monotonic() - self._started, 6),
