@@ -7,10 +7,14 @@ import shutil
 import urllib.request
 from collections.abc import Mapping
 
+import nats
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from streamer_common import frames
+from streamer_common.topology import data_subject
 from streamer_devstack.processes import Service
+from streamer_devstack.stack import Stack
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -53,3 +57,15 @@ def grpc_labels(
 ) -> Mapping[str, str]:
     """The go-grpc-middleware label set of one method."""
     return {"grpc_type": grpc_type, "grpc_service": service, "grpc_method": method}
+
+
+async def publish_gap(stack: Stack, stream_id: str) -> None:
+    """Write sequences 1 and 3 of a stream straight to NATS, as a broken producer would."""
+    nc = await nats.connect(stack.nats.url)
+    for sequence in (1, 3):
+        await nc.jetstream().publish(
+            data_subject(stream_id),
+            b"x",
+            headers=frames.data_headers(stream_id, sequence, [1], frames.Position()),
+        )
+    await nc.close()

@@ -6,15 +6,12 @@ import asyncio
 import json
 
 import grpc
-import nats
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from promsupport import Samples, delta, grpc_labels, scrape, value
 
 from conftest import StackFactory
-from streamer_common import frames
+from promsupport import Samples, delta, grpc_labels, publish_gap, scrape, value
 from streamer_common.metrics import GRPC_CODES
-from streamer_common.topology import data_subject
 from streamer_devstack.stack import Stack
 from support import Result, channel, collect, log_events, new_id, request, wait_until
 
@@ -26,18 +23,6 @@ STALL_CHUNK = b"only chunk"
 def call(stack: Stack, req: object, **options: object) -> asyncio.Future[Result]:
     """Start one Stream call against the stack."""
     return asyncio.ensure_future(collect(stack.target, stack.tls.cert, req, **options))  # type: ignore[arg-type]
-
-
-async def publish_gap(stack: Stack, stream_id: str) -> None:
-    """Write sequences 1 and 3 of a stream straight to NATS, as a broken producer would."""
-    nc = await nats.connect(stack.nats.url)
-    for sequence in (1, 3):
-        await nc.jetstream().publish(
-            data_subject(stream_id),
-            b"x",
-            headers=frames.data_headers(stream_id, sequence, [1], frames.Position()),
-        )
-    await nc.close()
 
 
 async def workload(stack: Stack) -> dict[str, Result]:
