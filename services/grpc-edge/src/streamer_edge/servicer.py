@@ -235,17 +235,15 @@ class StreamerServicer(stream_pb2_grpc.StreamerServicer):
                           f"after_sequence={call.delivered}")
 
     async def _deliver(self, call: Call, frame: frames.DataFrame) -> None:
-        sequence = frame.first_sequence
         before, began = call.delivered, time.monotonic()
+        fresh = before + 1 - frame.first_sequence  # items before this index were delivered
         try:
-            for item in frame.items:
-                if sequence > call.delivered:
-                    if sequence != call.delivered + 1:
-                        raise _data_loss(call, sequence)
-                    await call.sink.put(sequence, item)
-                    call.delivered = sequence
-                sequence += 1
+            if fresh < 0:
+                raise _data_loss(call, frame.first_sequence)
+            if fresh < len(frame.items):
+                await call.sink.put_many(before + 1, frame.items[fresh:] if fresh else frame.items)
         finally:
+            call.delivered = max(before, call.sink.accepted)
             call.record.delivered(frame, before, call.delivered, began)
 
     async def _on_marker(self, call: Call, frame: frames.ControlFrame) -> None:

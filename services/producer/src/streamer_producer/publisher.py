@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator
+from typing import NamedTuple
 
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
@@ -28,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 _WRONG_LAST_SEQUENCE = 10071
 _HEADER_ROOM = 1024
+_MAX_ITEMS = 4096
 
 
 class LostOwnership(Exception):
@@ -38,12 +40,15 @@ class PublishOutage(Exception):
     """NATS did not accept a publish within the allowed time."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Part:
-    """One `Data` item: part `index` of handler chunk `chunk`, and the position after it."""
+class Part(NamedTuple):
+    """One `Data` item, and where the job resumes after it: chunk `chunk`, minus `skip` parts.
+
+    A tuple, not a dataclass: one is made per chunk, on the hot path.
+    """
 
     payload: bytes
-    after: Position
+    chunk: int
+    skip: int
 
 
 class StreamWriter:
@@ -67,7 +72,7 @@ class StreamWriter:
         self._subject = data_subject(stream_id)
         self.position = position
         self._subject_sequence = subject_sequence
-        self._max_payload = max_message_bytes - _HEADER_ROOM
+        self.max_payload = max_message_bytes - _HEADER_ROOM
         self._outage = outage
         self._metrics = metrics
         self.published_items = 0
@@ -77,7 +82,8 @@ class StreamWriter:
     async def write(self, parts: list[Part]) -> None:
         """Publish consecutive parts as one message."""
         first = self.position.next_sequence
-        after = dataclasses.replace(parts[-1].after, next_sequence=first + len(parts))
+        last = parts[-1]
+        after = Position(first + len(parts), last.chunk, last.skip)
         headers = frames.data_headers(
             self._stream_id, first, [len(part.payload) for part in parts], after
         )
@@ -126,30 +132,81 @@ class StreamWriter:
 
 def split(chunk: bytes, chunk_index: int, max_part: int, skip: int = 0) -> list[Part]:
     """Parts of one handler chunk (an empty chunk is one empty part), minus the first `skip`."""
+    if len(chunk) <= max_part and not skip:
+        return [Part(chunk, chunk_index + 1, 0)]
     pieces = [chunk[offset : offset + max_part] for offset in range(0, len(chunk), max_part)] or [b""]
     last = len(pieces) - 1
     return [
-        Part(piece, Position(0, chunk_index + 1, 0) if k == last else Position(0, chunk_index, k + 1))
+        Part(piece, chunk_index + 1, 0) if k == last else Part(piece, chunk_index, k + 1)
         for k, piece in enumerate(pieces)
         if k >= skip
     ]
+
+
+class ReadAhead:
+    """Parts the handler made that are not yet published, bounded in bytes.
+
+    Each part counts `PART_COST` bytes more than its payload, so even empty chunks are
+    bounded. `take` hands out every part that is ready, up to a message's worth, and
+    raises the handler's error only once the parts made before it are all taken.
+    """
+
+    PART_COST = 64
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._parts: deque[Part] = deque()
+        self._bytes = 0
+        self._ready = asyncio.Event()
+        self._room = asyncio.Event()
+        self._closed = False
+        self._error: BaseException | None = None
+
+    async def put(self, part: Part) -> None:
+        """Add a part; waits while the buffer is full."""
+        while self._bytes >= self._limit:
+            self._room.clear()
+            await self._room.wait()
+        self._parts.append(part)
+        self._bytes += len(part.payload) + self.PART_COST
+        self._ready.set()
+
+    def close(self, error: BaseException | None = None) -> None:
+        """No more parts: the handler finished, or failed with `error`."""
+        self._closed, self._error = True, error
+        self._ready.set()
+
+    async def take(self, max_bytes: int, max_items: int) -> list[Part]:
+        """Consecutive parts, at least one, of at most `max_bytes` together; [] at the end."""
+        parts = self._parts
+        while not parts:
+            if self._closed:
+                if self._error is not None:
+                    raise self._error
+                return []
+            self._ready.clear()
+            await self._ready.wait()
+        batch = [parts.popleft()]
+        size = len(batch[0].payload)
+        while parts and len(batch) < max_items and size + len(parts[0].payload) <= max_bytes:
+            part = parts.popleft()
+            batch.append(part)
+            size += len(part.payload)
+        self._bytes -= size + len(batch) * self.PART_COST
+        self._room.set()
+        return batch
 
 
 async def pump(
     chunks: AsyncIterator[bytes], writer: StreamWriter, *, max_part: int, max_batch: int
 ) -> None:
     """Run the handler ahead of publishing by a bounded amount, coalescing ready parts."""
-    queue: asyncio.Queue[Part | None] = asyncio.Queue(maxsize=max(16, 4 * max_batch // max_part))
-    producer = asyncio.create_task(_fill(queue, chunks, writer.position, max_part))
+    ahead = ReadAhead(limit=4 * max(max_batch, max_part))
+    # Each item adds at most 8 characters ("1048576,") to the Streamer-Sizes header.
+    max_items = min(_MAX_ITEMS, max(1, (writer.max_payload - max_batch) // 8))
+    producer = asyncio.create_task(_fill(ahead, chunks, writer.position, max_part))
     try:
-        while (part := await _next(queue, producer)) is not None:
-            batch, size = [part], len(part.payload)
-            while not queue.empty() and size + max_part <= max_batch:
-                if (part := queue.get_nowait()) is None:
-                    await writer.write(batch)
-                    return
-                batch.append(part)
-                size += len(part.payload)
+        while batch := await ahead.take(max_batch, max_items):
             await writer.write(batch)
     finally:
         producer.cancel()
@@ -158,24 +215,16 @@ async def pump(
 
 
 async def _fill(
-    queue: asyncio.Queue[Part | None], chunks: AsyncIterator[bytes], start: Position, max_part: int
+    ahead: ReadAhead, chunks: AsyncIterator[bytes], start: Position, max_part: int
 ) -> None:
     index = start.chunk
-    async for chunk in chunks:
-        for part in split(chunk, index, max_part, start.skip_parts if index == start.chunk else 0):
-            await queue.put(part)
-        index += 1
-    await queue.put(None)
-
-
-async def _next(queue: asyncio.Queue[Part | None], producer: asyncio.Task[None]) -> Part | None:
-    """The next part; parts already made are published before a handler error surfaces."""
-    if not queue.empty():
-        return queue.get_nowait()
-    getter = asyncio.ensure_future(queue.get())
-    await asyncio.wait({getter, producer}, return_when=asyncio.FIRST_COMPLETED)
-    if getter.done():
-        return getter.result()
-    getter.cancel()
-    producer.result()
-    return await queue.get()
+    try:
+        async for chunk in chunks:
+            skip = start.skip_parts if index == start.chunk else 0
+            for part in split(chunk, index, max_part, skip):
+                await ahead.put(part)
+            index += 1
+    except Exception as error:
+        ahead.close(error)
+        return
+    ahead.close()
