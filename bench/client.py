@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 import nats
+from nats.js.api import AckPolicy, ConsumerConfig
 
 from bench.hist import Histogram
 from bench.payload import stamp
@@ -165,7 +166,9 @@ async def run_nats(args: argparse.Namespace, tallies: list[Tally], hist: Histogr
         else:
             js = nc.jetstream()
             await js.add_stream(name=f"BENCH_{args.prefix}", subjects=[f"{args.prefix}.*"])
-            sub = await js.pull_subscribe(f"{args.prefix}.*", durable=None)
+            sub = await js.pull_subscribe(
+                f"{args.prefix}.*", durable=None, config=ConsumerConfig(ack_policy=AckPolicy.NONE)
+            )
             print("ready", file=sys.stderr, flush=True)
             deadline = time.monotonic() + args.timeout
             while not finished.is_set() and time.monotonic() < deadline:

@@ -22,6 +22,7 @@ from streamer_devstack.stack import Stack
 
 ROOT = Path(__file__).resolve().parents[1]
 PART = 256 * 1024  # PRODUCER_MAX_PART_BYTES: larger chunks travel as several items
+CLIENT_TIMEOUT = 180  # seconds a run may take before it counts as failed
 OURS = ("stream", "batches")
 BASELINES = ("G1", "Gb", "N", "N-js")
 
@@ -268,15 +269,37 @@ class Runner:
     ) -> Any:
         if not added:
             sampler.add(name, client.pid)
-        assert client.stdout is not None
-        out = client.stdout.read()
+        try:
+            out, _ = client.communicate(timeout=CLIENT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            client.kill()
+            out, _ = client.communicate()
         sampler.final(name)
-        client.wait()
-        return json.loads(out)
+        try:
+            return json.loads(out)
+        except ValueError:
+            return None
 
 
-def summarise(scenario: Scenario, raw: dict[str, Any], processes: dict[str, Any]) -> dict[str, Any]:
+def summarise(
+    scenario: Scenario, raw: dict[str, Any] | None, processes: dict[str, Any]
+) -> dict[str, Any]:
     """Throughput, per-stream spread, latency and the exact-once check of one run."""
+    if raw is None:
+        raw = {
+            "histogram": None,
+            "streams": [
+                {
+                    "problem": "client failed or timed out",
+                    "started": 0.0,
+                    "first": 0.0,
+                    "done": 1.0,
+                    "total_bytes": 0,
+                    "next_sequence": 1,
+                    "parts": 1,
+                }
+            ],
+        }
     tallies = raw["streams"]
     problems = [t["problem"] for t in tallies if t["problem"]]
     wall = max(t["done"] for t in tallies) - min(t["started"] for t in tallies)
