@@ -21,6 +21,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 
 from bench.hist import Histogram
 from bench.payload import stamp
+from bench.procstat import own_usage
 from streamer_common.proto import stream_pb2, stream_pb2_grpc
 
 _STREAMS_PER_CHANNEL = 100
@@ -192,6 +193,7 @@ async def run_nats(args: argparse.Namespace, tallies: list[Tally], hist: Histogr
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     """Run the load and summarise it."""
+    cpu_at_start = time.process_time()
     parts = max(1, -(-args.size // args.part))
     tallies = [Tally(args.count, parts if args.kind == "grpc" else 1) for _ in range(args.streams)]
     hist = None if args.no_latency else Histogram()
@@ -202,6 +204,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "streams": [tally.to_json() for tally in tallies],
         "histogram": hist.to_json() if hist is not None else None,
+        "usage": own_usage(cpu_at_start),
     }
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import time
 
 import nats
 
 from bench.payload import chunk, filler
+from bench.procstat import own_usage
 
 
 def parse_args() -> argparse.Namespace:
@@ -28,6 +30,7 @@ async def publish(args: argparse.Namespace) -> None:
     nc = await nats.connect(args.url)
     js = nc.jetstream()
     tail = filler(args.size)
+    cpu_at_start = time.process_time()
     print(f"start {time.monotonic()}", flush=True)
 
     async def one(index: int) -> None:
@@ -43,6 +46,7 @@ async def publish(args: argparse.Namespace) -> None:
         await nc.flush()
     finally:
         await nc.close()
+    print(f"usage {json.dumps(own_usage(cpu_at_start))}", flush=True)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import resource
 import threading
+import time
 from pathlib import Path
 
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -27,6 +29,15 @@ def rss_bytes(pid: int) -> int:
     except OSError:
         pass
     return 0
+
+
+def own_usage(cpu_at_start: float) -> dict[str, float]:
+    """This process's CPU seconds since `cpu_at_start` (a `time.process_time()`) and peak RSS."""
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        "cpu_s": round(time.process_time() - cpu_at_start, 3),
+        "peak_rss_mib": round(peak_kib / 1024, 1),
+    }
 
 
 class Sampler:

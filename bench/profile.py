@@ -26,6 +26,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--streams", type=int, default=10)
     parser.add_argument("--count", type=int, default=5000, help="chunks per stream")
+    parser.add_argument("--rate", type=int, default=0, help="chunks/s per stream (0: no limit)")
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--sort", default="tottime", help="pstats sort key")
     return parser.parse_args()
@@ -83,6 +84,8 @@ def main() -> None:
                     str(args.streams),
                     "--count",
                     str(args.count),
+                    "--rate",
+                    str(args.rate),
                     "--size",
                     str(args.size),
                 ],

@@ -39,8 +39,9 @@ class Plan:
     probe_streams: int  # streams held open to measure edge memory per stream
 
     def count(self, size: int, streams: int) -> int:
-        """Chunks per stream for a run at full speed."""
-        return max(1, min(self.max_chunks, self.max_bytes // size) // streams)
+        """Chunks per stream for a run at full speed (fewer below 10 streams: they are slow)."""
+        chunks = self.max_chunks * min(streams, 10) // 10
+        return max(1, min(chunks, self.max_bytes // size) // streams)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,10 +176,10 @@ class Runner:
                 sampler.add(service.name, service.pid)
         if scenario.system in ("G1", "Gb"):
             sampler.add("baseline-grpc", self._server_pid)
-            self._client(stack, port, dataclasses.replace(scenario, streams=1), Sampler())
+            self._client(stack, port, dataclasses.replace(scenario, streams=1))
         sampler.add("nats", stack.nats.pid)
         sampler.start()
-        raw = self._client(stack, port, scenario, sampler)
+        raw = self._client(stack, port, scenario)
         result = summarise(scenario, raw, sampler.stop())
         self.results.append(result)
         self.progress(
@@ -188,7 +189,7 @@ class Runner:
         )
         return result
 
-    def _client(self, stack: Stack, port: int, scenario: Scenario, sampler: Sampler) -> Any:
+    def _client(self, stack: Stack, port: int, scenario: Scenario) -> Any:
         shape = [
             "--prefix",
             f"b{time.time_ns() % 10**12}",
@@ -200,7 +201,7 @@ class Runner:
             str(scenario.size),
         ]
         if scenario.system in ("N", "N-js"):
-            return self._nats(stack, scenario, shape, sampler)
+            return self._nats(stack, scenario, shape)
         args = list(shape)
         if scenario.system in OURS:
             args += ["--target", stack.target, "--method", scenario.system, "--part", str(PART)]
@@ -222,9 +223,9 @@ class Runner:
             cwd=ROOT,
             env=_env(),
         )
-        return self._collect(client, "client", sampler)
+        return self._collect(client)
 
-    def _nats(self, stack: Stack, scenario: Scenario, shape: list[str], sampler: Sampler) -> Any:
+    def _nats(self, stack: Stack, scenario: Scenario, shape: list[str]) -> Any:
         jetstream = scenario.system == "N-js"
         client = subprocess.Popen(
             _python(
@@ -253,28 +254,23 @@ class Runner:
             cwd=ROOT,
             env=_env(),
         )
-        sampler.add("publisher", publisher.pid)
-        sampler.add("client", client.pid)
         assert publisher.stdout is not None
         started = float(publisher.stdout.readline().split()[1])
+        usage = publisher.stdout.read().split(b"usage ", 1)[-1]
         publisher.wait()
-        sampler.final("publisher")
-        raw = self._collect(client, "client", sampler, added=True)
-        for tally in raw["streams"]:
-            tally["started"] = started  # timed from the first publish, not the process start
+        raw = self._collect(client)
+        if raw is not None:
+            raw["publisher"] = json.loads(usage) if usage.strip() else None
+            for tally in raw["streams"]:
+                tally["started"] = started  # timed from the first publish, not the process start
         return raw
 
-    def _collect(
-        self, client: subprocess.Popen[bytes], name: str, sampler: Sampler, added: bool = False
-    ) -> Any:
-        if not added:
-            sampler.add(name, client.pid)
+    def _collect(self, client: subprocess.Popen[bytes]) -> Any:
         try:
             out, _ = client.communicate(timeout=CLIENT_TIMEOUT)
         except subprocess.TimeoutExpired:
             client.kill()
             out, _ = client.communicate()
-        sampler.final(name)
         try:
             return json.loads(out)
         except ValueError:
@@ -301,6 +297,8 @@ def summarise(
             ],
         }
     tallies = raw["streams"]
+    own = {"client": raw.get("usage"), "publisher": raw.get("publisher")}
+    processes = {**processes, **{name: usage for name, usage in own.items() if usage}}
     problems = [t["problem"] for t in tallies if t["problem"]]
     wall = max(t["done"] for t in tallies) - min(t["started"] for t in tallies)
     total_bytes = sum(t["total_bytes"] for t in tallies)

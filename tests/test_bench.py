@@ -30,7 +30,9 @@ def test_tiny_bench_measures_every_system_and_writes_every_output(tmp_path: Path
     assert all(r["chunks"] == r["count"] * r["streams"] for r in results)
     ours = [r for r in results if r["system"] in ("stream", "batches")]
     assert all(r["latency_ms"]["p99"] is not None for r in ours)
-    assert all(r["processes"]["edge"]["cpu_s"] > 0 for r in ours)
+    for r in ours:
+        assert set(r["processes"]) == {"edge", "producer-0", "producer-1", "nats", "client"}
+        assert all(p["cpu_s"] >= 0 and p["peak_rss_mib"] > 0 for p in r["processes"].values())
     assert {r["load"] for r in ours} == {"max", "half"}
     markdown = (tmp_path / "tiny.md").read_text()
     assert "| batches 64 B x2 max |" in markdown
