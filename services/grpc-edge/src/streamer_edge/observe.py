@@ -24,6 +24,8 @@ from streamer_common.topology import data_subject, job_subject
 logger = logging.getLogger(__name__)
 
 SLOW_CLIENT_SECONDS = 1.0
+# Chunk and byte counters are added to at most once a second per stream, and at its end.
+_FLUSH_DELIVERED_SECONDS = 1.0
 _FLUSH_SENT_EVERY = 64
 # Server-side codes that mean the server failed, per the RPC semantic conventions.
 _SERVER_ERRORS = {
@@ -287,6 +289,8 @@ class StreamRecord:
         self.chunks = 0
         self.bytes = 0
         self.messages = 0
+        self._counted = (0, 0)
+        self._counted_at = 0.0
         self.time_to_first_chunk: float | None = None
         self._admitted = False
         self._started = time.monotonic()
@@ -322,6 +326,7 @@ class StreamRecord:
             self._ended(code, "" if code == grpc.StatusCode.OK else _details(context))
 
     def _ended(self, code: grpc.StatusCode, details: str) -> None:
+        self._count_delivered(time.monotonic())
         metrics = self._metrics
         if self._admitted:
             metrics.streams_active.dec()
@@ -403,8 +408,8 @@ class StreamRecord:
         self.messages += 1
         self.chunks += count
         self.bytes += size
-        metrics.chunks_delivered.inc(count)
-        metrics.bytes_delivered.inc(size)
+        if now - self._counted_at >= _FLUSH_DELIVERED_SECONDS:
+            self._count_delivered(now)
         if self.time_to_first_chunk is None:
             self.time_to_first_chunk = now - self._started
             metrics.time_to_first_chunk.observe(self.time_to_first_chunk)
@@ -413,3 +418,11 @@ class StreamRecord:
             metrics.chunk_latency.observe((time.time_ns() - frame.published_ns) / 1e9)
         if now - began > SLOW_CLIENT_SECONDS:
             metrics.slow_client.inc()
+
+    def _count_delivered(self, now: float) -> None:
+        chunks, size = self._counted
+        if self.chunks > chunks:
+            self._metrics.chunks_delivered.inc(self.chunks - chunks)
+            self._metrics.bytes_delivered.inc(self.bytes - size)
+            self._counted = (self.chunks, self.bytes)
+        self._counted_at = now
