@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import urllib.request
@@ -39,6 +40,30 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 def delta(before: Samples, after: Samples, name: str, **labels: str) -> float:
     """How much one series moved between two scrapes."""
     return value(after, name, **labels) - value(before, name, **labels)
+
+
+def handled(samples: Samples, **labels: str) -> float:
+    """Calls of one method counted as handled, whatever their code."""
+    return sum(
+        count
+        for (name, found), count in samples.items()
+        if name == "grpc_server_handled_total" and set(labels.items()) <= found
+    )
+
+
+async def settled(service: Service, before: Samples, calls: int, **labels: str) -> Samples:
+    """A scrape once `calls` more calls of a method are counted as handled.
+
+    grpc.aio sends an aborted call's status before its handler returns, so a client can see
+    the status a moment before the edge has counted the call.
+    """
+    deadline = asyncio.get_running_loop().time() + 5
+    while True:
+        samples = scrape(service)
+        if handled(samples, **labels) - handled(before, **labels) >= calls:
+            return samples
+        assert asyncio.get_running_loop().time() < deadline, "calls not counted within 5s"
+        await asyncio.sleep(0.05)
 
 
 def tool(name: str) -> str:

@@ -10,7 +10,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from conftest import StackFactory
-from promsupport import Samples, delta, grpc_labels, publish_gap, scrape, value
+from promsupport import Samples, delta, grpc_labels, publish_gap, scrape, settled, value
 from streamer_common.metrics import GRPC_CODES
 from streamer_devstack.stack import Stack
 from support import Result, channel, collect, log_events, new_id, request, wait_until
@@ -190,7 +190,9 @@ async def test_workload_moves_metrics_by_exactly_what_it_did(make_stack: StackFa
         15,
         0.1,
     )
-    edge_after, producer_after = scrape(stack.edge), scrape(producer)
+    await settled(stack.edge, edge_before, 1, **grpc_labels("StreamBatches"))
+    edge_after = await settled(stack.edge, edge_before, len(results) - 1, **grpc_labels("Stream"))
+    producer_after = scrape(producer)
 
     check_clients(results)
     check_grpc(edge_before, edge_after, results)
@@ -216,9 +218,9 @@ async def test_health_checks_are_counted_as_unary_calls(shared_stack: Stack) -> 
             await health.Check(health_pb2.HealthCheckRequest(service=""))
         with pytest.raises(grpc.aio.AioRpcError, match="NOT_FOUND"):
             await health.Check(health_pb2.HealthCheckRequest(service="no.such.Service"))
-    after = scrape(shared_stack.edge)
-
     check = grpc_labels("Check", "grpc.health.v1.Health", "unary")
+    after = await settled(shared_stack.edge, before, 4, **check)
+
     assert delta(before, after, "grpc_server_started_total", **check) == 4
     assert delta(before, after, "grpc_server_handled_total", **check, grpc_code="OK") == 3
     assert delta(before, after, "grpc_server_handled_total", **check, grpc_code="NotFound") == 1
