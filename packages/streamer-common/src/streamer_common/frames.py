@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -81,7 +82,9 @@ def data_headers(
     return headers
 
 
-def control_headers(stream_id: str, status: str, position: Position, error: str = "") -> dict[str, str]:
+def control_headers(
+    stream_id: str, status: str, position: Position, error: str = ""
+) -> dict[str, str]:
     """Headers of an end, error or stopped marker; `position` says where a retry resumes."""
     headers = {
         STATUS: status,
@@ -89,8 +92,10 @@ def control_headers(stream_id: str, status: str, position: Position, error: str 
         NEXT: position.encode(),
         TIME: str(time.time_ns()),
     }
-    if status == END:
-        headers[MSG_ID] = f"{stream_id}:end"
+    # Retries of one marker share its id; a later marker after the same sequence does not.
+    headers[MSG_ID] = (
+        f"{stream_id}:end" if status == END else f"{stream_id}:{status}:{uuid.uuid4().hex}"
+    )
     if error:
         headers[ERROR] = error.replace("\r", " ").replace("\n", " ")[:1024]
     return headers
@@ -141,4 +146,6 @@ class Job:
         raw: Any = json.loads(body)
         if not isinstance(raw, dict) or not isinstance(raw.get("params", {}), dict):
             raise ValueError("job message is not an object with id, job and params")
-        return cls(str(raw["id"]), str(raw["job"]), {str(k): str(v) for k, v in raw["params"].items()})
+        return cls(
+            str(raw["id"]), str(raw["job"]), {str(k): str(v) for k, v in raw["params"].items()}
+        )

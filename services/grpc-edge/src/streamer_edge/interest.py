@@ -41,10 +41,15 @@ class Interest:
             self._readers[stream_id] -= 1
             if not self._readers[stream_id]:
                 del self._readers[stream_id]
-            async with self._lock:
-                if stream_id not in self._readers and stream_id in self._subscriptions:
-                    with contextlib.suppress(Exception):
-                        await self._subscriptions.pop(stream_id).unsubscribe()
+            # Shielded: a handler cancelled again while unsubscribing would leave the
+            # subscription answering for a stream nobody reads, and its job running.
+            await asyncio.shield(self._release(stream_id))
+
+    async def _release(self, stream_id: str) -> None:
+        async with self._lock:
+            if stream_id not in self._readers and stream_id in self._subscriptions:
+                with contextlib.suppress(Exception):
+                    await self._subscriptions.pop(stream_id).unsubscribe()
 
     @property
     def streams(self) -> int:

@@ -45,7 +45,8 @@ async def serve(settings: ProducerSettings, tracer: trace.Tracer) -> None:
         ports = {}
         if settings.metrics_address:
             ops = OpsServer(
-                collectors, lambda: nc.is_connected and not stop.is_set(), queue.refresh)
+                collectors, lambda: nc.is_connected and not stop.is_set(), queue.refresh
+            )
             ports["metrics_port"] = await ops.start(settings.metrics_address)
             stack.push_async_callback(ops.stop)
         logger.info("producer ready", extra={**ports, "handlers": registry.names})
@@ -61,9 +62,10 @@ async def ensure_jobs_consumer(js: JetStreamContext, settings: ProducerSettings)
     except NotFoundError:
         await js.add_consumer(settings.jobs_stream, wanted)
         return
-    if existing.filter_subject != wanted.filter_subject or abs(
-        (existing.ack_wait or 0) - (wanted.ack_wait or 0)
-    ) > 0.001:
+    if (
+        existing.filter_subject != wanted.filter_subject
+        or abs((existing.ack_wait or 0) - (wanted.ack_wait or 0)) > 0.001
+    ):
         raise TopologyError(
             f"the jobs consumer exists with another definition (ack_wait={existing.ack_wait}s, "
             f"configured {wanted.ack_wait}s); give every producer the same ACK_WAIT, or "

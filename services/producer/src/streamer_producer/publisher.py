@@ -78,6 +78,7 @@ class StreamWriter:
         self.published_items = 0
         self.published_bytes = 0
         self.published_messages = 0
+        self._unconfirmed: str | None = None
 
     async def write(self, parts: list[Part]) -> None:
         """Publish consecutive parts as one message."""
@@ -88,7 +89,9 @@ class StreamWriter:
             self._stream_id, first, [len(part.payload) for part in parts], after
         )
         payload = b"".join(part.payload for part in parts)
+        self._unconfirmed = headers[frames.MSG_ID]
         await self._publish(payload, headers)
+        self._unconfirmed = None
         self.position = after
         self.published_items += len(parts)
         self.published_bytes += len(payload)
@@ -97,7 +100,20 @@ class StreamWriter:
 
     async def mark(self, status: str, error: str = "") -> None:
         """Publish an end, error or stopped marker after everything written so far."""
-        await self._publish(b"", frames.control_headers(self._stream_id, status, self.position, error))
+        if self._unconfirmed is not None:
+            await self._adopt_interrupted_write()
+        await self._publish(
+            b"", frames.control_headers(self._stream_id, status, self.position, error)
+        )
+
+    async def _adopt_interrupted_write(self) -> None:
+        """A write cancelled before its acknowledgement may still have landed: if so, count it."""
+        last = await self._js.get_last_msg(self._data_stream, self._subject, direct=True)
+        headers = last.headers or {}
+        if headers.get(frames.MSG_ID) == self._unconfirmed:
+            self._subject_sequence = int(last.seq or 0)
+            self.position = frames.position_after(headers)
+        self._unconfirmed = None
 
     async def _publish(self, payload: bytes, headers: dict[str, str]) -> None:
         headers[frames.EXPECTED_LAST_SUBJECT_SEQ] = str(self._subject_sequence)
@@ -117,7 +133,9 @@ class StreamWriter:
                 return
             except (NatsError, OSError, TimeoutError) as error:
                 if time.monotonic() > deadline:
-                    raise PublishOutage(f"NATS did not accept a publish for {self._outage:g}s") from error
+                    raise PublishOutage(
+                        f"NATS did not accept a publish for {self._outage:g}s"
+                    ) from error
                 await asyncio.sleep(0.25)
 
     async def _own_earlier_publish(self, headers: dict[str, str]) -> int:
@@ -126,7 +144,10 @@ class StreamWriter:
         mine = headers.get(frames.MSG_ID)
         theirs = (last.headers or {}).get(frames.MSG_ID)
         if mine is None or mine != theirs:
-            raise LostOwnership(f"another producer is writing {self._subject}")
+            raise LostOwnership(
+                f"another producer is writing {self._subject}: its last message is {theirs}, "
+                f"not {mine}"
+            )
         return int(last.seq or 0)
 
 
@@ -134,7 +155,9 @@ def split(chunk: bytes, chunk_index: int, max_part: int, skip: int = 0) -> list[
     """Parts of one handler chunk (an empty chunk is one empty part), minus the first `skip`."""
     if len(chunk) <= max_part and not skip:
         return [Part(chunk, chunk_index + 1, 0)]
-    pieces = [chunk[offset : offset + max_part] for offset in range(0, len(chunk), max_part)] or [b""]
+    pieces = [chunk[offset : offset + max_part] for offset in range(0, len(chunk), max_part)] or [
+        b""
+    ]
     last = len(pieces) - 1
     return [
         Part(piece, chunk_index + 1, 0) if k == last else Part(piece, chunk_index, k + 1)
@@ -172,8 +195,9 @@ class ReadAhead:
         self._ready.set()
 
     def close(self, error: BaseException | None = None) -> None:
-        """No more parts: the handler finished, or failed with `error`."""
-        self._closed, self._error = True, error
+        """No more parts: the handler finished, failed with `error`, or was stopped."""
+        if not self._closed:
+            self._closed, self._error = True, error
         self._ready.set()
 
     async def take(self, max_bytes: int, max_items: int) -> list[Part]:
@@ -198,20 +222,41 @@ class ReadAhead:
 
 
 async def pump(
-    chunks: AsyncIterator[bytes], writer: StreamWriter, *, max_part: int, max_batch: int
-) -> None:
-    """Run the handler ahead of publishing by a bounded amount, coalescing ready parts."""
+    chunks: AsyncIterator[bytes],
+    writer: StreamWriter,
+    *,
+    max_part: int,
+    max_batch: int,
+    stop: asyncio.Event,
+) -> bool:
+    """Run the handler ahead of publishing by a bounded amount, coalescing ready parts.
+
+    Returns True once the handler finished and all it made is published. Setting `stop`
+    ends the handler, but never a publish in flight, so the writer always knows what
+    landed; then it returns False.
+    """
     ahead = ReadAhead(limit=4 * max(max_batch, max_part))
     # Each item adds at most 8 characters ("1048576,") to the Streamer-Sizes header.
     max_items = min(_MAX_ITEMS, max(1, (writer.max_payload - max_batch) // 8))
     producer = asyncio.create_task(_fill(ahead, chunks, writer.position, max_part))
+    halt = asyncio.create_task(_halt_on(stop, producer, ahead))
     try:
         while batch := await ahead.take(max_batch, max_items):
+            if stop.is_set():
+                return False
             await writer.write(batch)
+        return not stop.is_set()
     finally:
+        halt.cancel()
         producer.cancel()
         with contextlib.suppress(BaseException):
             await producer
+
+
+async def _halt_on(stop: asyncio.Event, producer: asyncio.Task[None], ahead: ReadAhead) -> None:
+    await stop.wait()
+    producer.cancel()
+    ahead.close()
 
 
 async def _fill(

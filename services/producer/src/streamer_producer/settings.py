@@ -31,8 +31,9 @@ class ProducerSettings(NatsSettings):
         if self.ack_wait < 1:
             raise ValueError("ACK_WAIT must be at least 1s")
         if not 0 < self.max_part_bytes <= self.max_message_bytes - 4096:
-            raise ValueError("MAX_PART_BYTES must be positive and leave 4 KiB of "
-                             "MAX_MESSAGE_BYTES for headers")
+            raise ValueError(
+                "MAX_PART_BYTES must be positive and leave 4 KiB of MAX_MESSAGE_BYTES for headers"
+            )
 
 
 def load_settings() -> ProducerSettings:

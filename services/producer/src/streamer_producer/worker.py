@@ -6,8 +6,7 @@ import asyncio
 import contextlib
 import enum
 import logging
-from collections.abc import AsyncIterator, Coroutine
-from typing import Any
+from collections.abc import AsyncIterator
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -24,6 +23,8 @@ from streamer_producer.publisher import LostOwnership, PublishOutage, StreamWrit
 from streamer_producer.settings import ProducerSettings
 
 logger = logging.getLogger(__name__)
+
+_STOP_WAIT = 10.0
 
 
 class Outcome(enum.Enum):
@@ -53,7 +54,11 @@ class JobRunner:
     """Runs one delivered job message to an outcome and settles the message accordingly."""
 
     def __init__(
-        self, nc: Client, settings: ProducerSettings, registry: Registry, abandon: asyncio.Event,
+        self,
+        nc: Client,
+        settings: ProducerSettings,
+        registry: Registry,
+        abandon: asyncio.Event,
         telemetry: JobTelemetry,
     ) -> None:
         self._nc = nc
@@ -90,8 +95,13 @@ class JobRunner:
         if state.finished:
             return Outcome.COMPLETED
         writer = StreamWriter(
-            self._nc, self._settings.data_stream, job.id, state.position, state.subject_sequence,
-            max_message_bytes=self._settings.max_message_bytes, metrics=self._telemetry.metrics,
+            self._nc,
+            self._settings.data_stream,
+            job.id,
+            state.position,
+            state.subject_sequence,
+            max_message_bytes=self._settings.max_message_bytes,
+            metrics=self._telemetry.metrics,
         )
         handler = self._registry.get(job.job)
         if handler is None:
@@ -100,35 +110,46 @@ class JobRunner:
         context = JobContext(job.id, job.params, state.position.chunk, attempt)
         chunks = handler(context)
         with self._telemetry.publishing(job.id, writer):
-            return await self._race(job, attempt, writer, pump(
-                chunks, writer, max_part=self._settings.max_part_bytes,
-                max_batch=self._settings.max_part_bytes,
-            ))
+            return await self._race(job, attempt, writer, chunks)
 
-    async def _race(self, job: frames.Job, attempt: int, writer: StreamWriter,
-                    publishing: Coroutine[Any, Any, None]) -> Outcome:
-        work = asyncio.ensure_future(publishing)
+    async def _race(
+        self, job: frames.Job, attempt: int, writer: StreamWriter, chunks: AsyncIterator[bytes]
+    ) -> Outcome:
+        stop = asyncio.Event()
+        work = asyncio.ensure_future(
+            pump(
+                chunks,
+                writer,
+                max_part=self._settings.max_part_bytes,
+                max_batch=self._settings.max_part_bytes,
+                stop=stop,
+            )
+        )
         unread = asyncio.ensure_future(
-            wait_until_unread(self._nc, job.id, self._settings.interest_interval))
+            wait_until_unread(self._nc, job.id, self._settings.interest_interval)
+        )
         abandon = asyncio.ensure_future(self._abandon.wait())
         try:
             await asyncio.wait({work, unread, abandon}, return_when=asyncio.FIRST_COMPLETED)
+            stop.set()
+            # The publish in flight completes (bounded by its own timeouts); only a
+            # writer stuck past that is cancelled.
+            await asyncio.wait({work}, timeout=_STOP_WAIT)
         finally:
             for task in (work, unread, abandon):
                 task.cancel()
             with contextlib.suppress(BaseException):
                 await work
         try:
-            if work.done() and not work.cancelled():
-                work.result()
+            if work.done() and not work.cancelled() and work.result():
                 await writer.mark(frames.END)
                 return Outcome.COMPLETED
-            # Cancelled above, so done() alone would also be true on release.
             if unread.done() and not unread.cancelled():
                 await writer.mark(frames.STOPPED)
                 return Outcome.UNREAD
             return Outcome.RELEASED
-        except LostOwnership:
+        except LostOwnership as lost:
+            logger.warning("job taken over", extra={"stream_id": job.id, "why": str(lost)})
             return Outcome.LOST
         except PermanentError as error:
             self._telemetry.handler_error(job.job)
@@ -202,8 +223,12 @@ class Worker:
     async def _slot(self, stop: asyncio.Event) -> None:
         settings = self._settings
         async with PullConsumer(
-            self._nc, settings.jobs_stream, JOBS_CONSUMER,
-            batch=1, max_bytes=settings.max_message_bytes * 2, expires=1.0,
+            self._nc,
+            settings.jobs_stream,
+            JOBS_CONSUMER,
+            batch=1,
+            max_bytes=settings.max_message_bytes * 2,
+            expires=1.0,
         ) as puller:
             while not stop.is_set():
                 for msg in await self._fetch(puller, stop):
