@@ -128,6 +128,13 @@ class EdgeMetrics:
             registry=registry,
         )
         self.streams_limit.set(max_streams)
+        self.asyncio_tasks = Gauge(
+            "streamer_edge_asyncio_tasks",
+            "asyncio tasks alive in the edge; steady when idle, so a leak shows as growth.",
+            registry=registry,
+        )
+        # Read at scrape time, which runs on the edge's event loop.
+        self.asyncio_tasks.set_function(lambda: len(asyncio.all_tasks()))
         self.streams_ended = Counter(
             "streamer_edge_streams_ended",
             "Admitted stream calls by how they ended (grpc-go's code name).",
