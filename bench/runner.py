@@ -92,7 +92,7 @@ class Runner:
     def total(self) -> int:
         """Runs this plan will make, for the progress counter."""
         half = sum(2 for size, _ in self.plan.points if size <= 1024)
-        probes = len({streams for _, streams in self.plan.points if streams >= 100})
+        probes = len({s for _, s in self.plan.points if s >= 100 and self.plan.probe_streams})
         return len(self.plan.points) * (len(OURS) + len(BASELINES)) + half + probes
 
     def run(self) -> list[dict[str, Any]]:
@@ -100,7 +100,7 @@ class Runner:
         for streams in sorted({streams for _, streams in self.plan.points}):
             sizes = [size for size, s in self.plan.points if s == streams]
             with self._stack(streams) as stack, self._baseline_server(stack) as port:
-                if streams >= 100:
+                if streams >= 100 and self.plan.probe_streams:
                     self._probe(stack, min(streams, self.plan.probe_streams))
                 for size in sizes:
                     self._point(stack, port, size, streams)

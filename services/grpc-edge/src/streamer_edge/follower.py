@@ -48,6 +48,7 @@ class Follower:
         self._outage_since = 0.0
         self._consumer = ""
         self._puller: PullConsumer | None = None
+        self._epoch = -1
 
     async def __aenter__(self) -> Follower:
         await self._open()
@@ -69,6 +70,7 @@ class Follower:
             config.opt_start_seq = self._last_stream_sequence + 1
         info = await self._nc.jetstream().add_consumer(self._stream, config)
         self._consumer = info.name
+        self._epoch = self._nc.stats["reconnects"]
         self._puller = PullConsumer(
             self._nc, self._stream, self._consumer, batch=1024, max_bytes=self._max_bytes
         )
@@ -104,6 +106,12 @@ class Follower:
         if self._puller is None and not self._nc.is_connected:
             await asyncio.sleep(min(timeout, 0.2))
             return []
+        if self._puller is not None and self._epoch != self._nc.stats["reconnects"]:
+            # Deliveries in flight when the connection dropped are gone for an ack-less
+            # consumer (nats-server cuts off a slow consumer too): read again after the
+            # last message that arrived.
+            logger.info("reconnected, re-reading", extra={"subject": self._subject})
+            await self._reset()
         try:
             if self._puller is None:
                 await self._open()

@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 from nats.aio.client import Client
+from nats.errors import Error as NatsError
 from nats.js.errors import APIError
 from opentelemetry import trace
 
@@ -112,6 +113,12 @@ class StreamerServicer(stream_pb2_grpc.StreamerServicer):
                 ended = StreamEnded(grpc.StatusCode.OK)
             except StreamEnded as error:
                 ended = error
+            except (NatsError, TimeoutError) as error:
+                # NATS did not answer in time (an overloaded or reconnecting connection).
+                ended = StreamEnded(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"NATS did not answer ({error!r}); retry with after_sequence={call.delivered}",
+                )
             except Exception:
                 logger.exception("stream failed", extra={"stream_id": call.stream_id})
                 ended = StreamEnded(
