@@ -233,6 +233,8 @@ class Runner:
                 "nats-js" if jetstream else "nats",
                 "--target",
                 stack.nats.url,
+                "--timeout",
+                "60",  # plain NATS drops what a slow subscriber cannot take: do not wait for it
                 *shape,
             ),
             stdout=subprocess.PIPE,
