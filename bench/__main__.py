@@ -52,6 +52,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--mode", choices=sorted(PLANS), default=os.environ.get("BENCH", "quick"))
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--docs", action="store_true", help="also update docs/benchmarks.md")
+    parser.add_argument("--from-json", type=Path, help="write the outputs of an earlier run")
     return parser.parse_args()
 
 
@@ -89,30 +90,37 @@ def progress(line: str) -> None:
 def main() -> None:
     """Run and write the outputs."""
     args = parse_args()
-    plan = PLANS[args.mode]
-    started = time.time()
-    with tempfile.TemporaryDirectory(prefix="streamer-bench-") as workdir:
-        results = Runner(plan, Path(workdir), progress).run()
-    verdicts = report.targets(results)
-    command = "make bench" if args.mode == "quick" else f"make bench BENCH={args.mode}"
-    document = {
-        "mode": args.mode,
-        "command": command,
-        "machine": machine(),
-        "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)),
-        "minutes": round((time.time() - started) / 60, 1),
-        "results": results,
-        "targets": verdicts,
-    }
+    if args.from_json:
+        document = json.loads(args.from_json.read_text())
+        document["targets"] = report.targets(document["results"])
+        args.mode = document["mode"]
+    else:
+        document = run(args.mode)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.mode}.json").write_text(json.dumps(document, indent=1))
     markdown = render(document)
     (args.out / f"{args.mode}.md").write_text(markdown)
-    plots = report.plots(results, args.out)
+    plots = report.plots(document["results"], args.out)
     if args.docs:
         publish(markdown, plots, args.mode)
     progress(f"wrote {args.out / args.mode}.json, .md and {len(plots)} plots")
-    print(report.targets_markdown(verdicts))
+    print(report.targets_markdown(document["targets"]))
+
+
+def run(mode: str) -> dict[str, Any]:
+    """Run the plan of `mode`; the whole record of the run."""
+    started = time.time()
+    with tempfile.TemporaryDirectory(prefix="streamer-bench-") as workdir:
+        results = Runner(PLANS[mode], Path(workdir), progress).run()
+    return {
+        "mode": mode,
+        "command": "make bench" if mode == "quick" else f"make bench BENCH={mode}",
+        "machine": machine(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)),
+        "minutes": round((time.time() - started) / 60, 1),
+        "results": results,
+        "targets": report.targets(results),
+    }
 
 
 def render(document: dict[str, Any]) -> str:
@@ -158,6 +166,8 @@ def publish(markdown: str, plots: list[Path], mode: str) -> None:
 The latest `make bench` results ({mode} mode); `make bench BENCH=full` runs the whole matrix
 (chunk sizes 64 B, 1 KiB, 64 KiB, 1 MiB x 1, 10, 100, 1000 concurrent streams). The harness
 lives in `bench/`; every run also leaves JSON, Markdown and plots in `bench/results/`.
+What limits these figures, from profiles, and what would close the gaps:
+[performance.md](performance.md).
 
 {markdown}
 {images}

@@ -263,8 +263,8 @@ def plots(results: list[Result], out: Path) -> list[Path]:
         ax.legend(fontsize="small")
     made.append(_save(fig, out / "throughput.png"))
 
-    latency = [r for r in results if r["latency_ms"]["p50"] is not None and r["load"] != "hold"]
-    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(latency)), 4))
+    latency = [r for r in results if r["load"] in ("half", "hold") and r["latency_ms"]["p50"]]
+    fig, ax = plt.subplots(figsize=(max(8, 0.5 * len(latency)), 4))
     labels = [f"{r['system']} {_size(r['size'])}\nx{r['streams']} {r['load']}" for r in latency]
     for offset, key in enumerate(("p50", "p99", "p99.9")):
         ax.bar(
@@ -273,8 +273,14 @@ def plots(results: list[Result], out: Path) -> list[Path]:
             width=0.27,
             label=key,
         )
+    for bound in (2, 10):
+        ax.axhline(bound, color="grey", linestyle=":", linewidth=1)
     ax.set_xticks(range(len(latency)), labels, fontsize="x-small", rotation=60)
-    ax.set(yscale="log", ylabel="end-to-end latency (ms)", title="latency percentiles")
+    ax.set(
+        yscale="log",
+        ylabel="end-to-end latency (ms)",
+        title="latency: half of max load; hold = open streams at 2 chunks/s",
+    )
     ax.legend()
     made.append(_save(fig, out / "latency.png"))
 
