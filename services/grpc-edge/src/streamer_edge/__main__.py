@@ -21,6 +21,7 @@ from streamer_common.settings import SettingsError
 from streamer_common.topology import Topology, TopologyError, ensure_topology
 from streamer_common.tracing import TracingError, setup_tracing, tracer_of
 from streamer_edge.interest import Interest
+from streamer_edge.readers import ReaderPool
 from streamer_edge.observe import ServerTelemetry
 from streamer_edge.server import SERVICE_NAME, build_probe_server, build_server
 from streamer_edge.servicer import StreamerServicer
@@ -59,7 +60,12 @@ async def serve(settings: EdgeSettings, tracer: trace.Tracer) -> None:
         registry = new_registry()
         metrics = EdgeMetrics(registry, settings.max_streams)
         queue = QueueMetrics(registry, nc, settings.jobs_stream)
-        servicer = StreamerServicer(nc, settings, Interest(nc), metrics, tracer)
+        readers = ReaderPool(
+            lambda: connect(settings, "streamer-edge-reader", stop),
+            settings.readers_per_connection, settings.nats_outage_timeout,
+        )
+        stack.push_async_callback(readers.close)
+        servicer = StreamerServicer(nc, settings, Interest(nc), metrics, tracer, readers)
         server, port = build_server(
             settings, servicer, health, ServerTelemetry(metrics.grpc, tracer))
         await server.start()

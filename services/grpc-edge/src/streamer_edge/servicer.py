@@ -24,6 +24,7 @@ from streamer_common.topology import job_subject
 from streamer_edge.follower import Follower, NatsOutage
 from streamer_edge.interest import Interest
 from streamer_edge.observe import StreamRecord
+from streamer_edge.readers import ReaderPool
 from streamer_edge.settings import EdgeSettings
 from streamer_edge.sinks import BatchSink, DataSink, Sink
 
@@ -58,8 +59,10 @@ class StreamerServicer(stream_pb2_grpc.StreamerServicer):
     """Serves `Stream` and `StreamBatches` from NATS JetStream; every dependency is handed in."""
 
     def __init__(self, nc: Client, settings: EdgeSettings, interest: Interest,
-                 metrics: EdgeMetrics, tracer: trace.Tracer) -> None:
+                 metrics: EdgeMetrics, tracer: trace.Tracer,
+                 readers: ReaderPool | None = None) -> None:
         self._nc = nc
+        self._readers = readers
         self._settings = settings
         self._interest = interest
         self._metrics = metrics
@@ -163,14 +166,20 @@ class StreamerServicer(stream_pb2_grpc.StreamerServicer):
     async def _relay(self, call: Call) -> None:
         settings = self._settings
         state = await self._state(call.stream_id)
-        async with self._interest.hold(call.stream_id), Follower(
-            self._nc, settings.data_stream, call.stream_id,
+        async with self._interest.hold(call.stream_id), self._reader() as reader, Follower(
+            reader, settings.data_stream, call.stream_id,
             max_bytes=settings.stream_buffer_bytes, outage=settings.nats_outage_timeout,
         ) as follower:
             if not state.finished:
                 await self._start_job(call, state)
             with call.record.delivering(state):
                 await self._follow(call, follower, stale=state.subject_sequence)
+
+    def _reader(self) -> contextlib.AbstractAsyncContextManager[Client]:
+        """The connection a reader pulls on: its own from the pool, else the edge's one."""
+        if self._readers is None:
+            return contextlib.nullcontext(self._nc)
+        return self._readers.reader()
 
     async def _state(self, stream_id: str) -> StreamState:
         try:

@@ -22,6 +22,7 @@ class EdgeSettings(NatsSettings):
     max_streams: int = 1000
     stream_buffer_bytes: int = 2 * 1024 * 1024
     max_batch_bytes: int = 256 * 1024
+    readers_per_connection: int = 16
     max_request_bytes: int = 64 * 1024
     max_params_bytes: int = 4096
     first_chunk_timeout: Duration = Duration(15)
@@ -49,6 +50,8 @@ class EdgeSettings(NatsSettings):
                 "MAX_BATCH_BYTES must be 1024 to 3 MiB, so a Batch fits the 4 MiB a gRPC client "
                 "accepts by default"
             )
+        if self.readers_per_connection < 1:
+            raise ValueError("READERS_PER_CONNECTION must be at least 1")
         if self.max_streams < 1:
             raise ValueError("MAX_STREAMS must be at least 1")
 
