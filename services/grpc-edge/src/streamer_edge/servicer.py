@@ -21,7 +21,7 @@ from streamer_common.metrics import EdgeMetrics
 from streamer_common.natsio import StreamState, stream_state
 from streamer_common.proto import stream_pb2, stream_pb2_grpc
 from streamer_common.topology import job_subject
-from streamer_edge.follower import Follower, NatsOutage
+from streamer_edge.follower import Follower, NatsOutage, Received
 from streamer_edge.interest import Interest
 from streamer_edge.observe import StreamRecord
 from streamer_edge.readers import ReaderPool
@@ -225,7 +225,9 @@ class StreamerServicer(stream_pb2_grpc.StreamerServicer):
                     await self._on_marker(call, frame)
             await call.sink.flush()
 
-    async def _next(self, follower: Follower, call: Call, poll: float, timeout: float) -> list:
+    async def _next(
+        self, follower: Follower, call: Call, poll: float, timeout: float
+    ) -> list[Received]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._closing.is_set():
