@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
 import time
 
 from grpc_health.v1 import health_pb2
@@ -13,16 +12,13 @@ from grpc_health.v1._async import HealthServicer
 from opentelemetry import trace
 
 from streamer_common.httpserve import OpsServer
-from streamer_common.lifecycle import shutdown_event
-from streamer_common.logs import setup_logging
+from streamer_common.lifecycle import run_service, shutdown_event
 from streamer_common.metrics import EdgeMetrics, QueueMetrics, new_registry
 from streamer_common.natsio import connect
-from streamer_common.settings import SettingsError
-from streamer_common.topology import Topology, TopologyError, ensure_topology
-from streamer_common.tracing import TracingError, setup_tracing, tracer_of
+from streamer_common.topology import Topology, ensure_topology
 from streamer_edge.interest import Interest
-from streamer_edge.readers import ReaderPool
 from streamer_edge.observe import ServerTelemetry
+from streamer_edge.readers import ReaderPool
 from streamer_edge.server import SERVICE_NAME, build_probe_server, build_server
 from streamer_edge.servicer import StreamerServicer
 from streamer_edge.settings import EdgeSettings, load_settings
@@ -62,12 +58,14 @@ async def serve(settings: EdgeSettings, tracer: trace.Tracer) -> None:
         queue = QueueMetrics(registry, nc, settings.jobs_stream)
         readers = ReaderPool(
             lambda: connect(settings, "streamer-edge-reader", stop),
-            settings.readers_per_connection, settings.nats_outage_timeout,
+            settings.readers_per_connection,
+            settings.nats_outage_timeout,
         )
         stack.push_async_callback(readers.close)
         servicer = StreamerServicer(nc, settings, Interest(nc), metrics, tracer, readers)
         server, port = build_server(
-            settings, servicer, health, ServerTelemetry(metrics.grpc, tracer))
+            settings, servicer, health, ServerTelemetry(metrics.grpc, tracer)
+        )
         await server.start()
         stack.push_async_callback(server.stop, 1)
         ports = {"port": port}
@@ -86,7 +84,9 @@ async def serve(settings: EdgeSettings, tracer: trace.Tracer) -> None:
         await nc.drain()
 
 
-async def shutdown(settings: EdgeSettings, servicer: StreamerServicer, health: HealthServicer) -> None:
+async def shutdown(
+    settings: EdgeSettings, servicer: StreamerServicer, health: HealthServicer
+) -> None:
     """Refuse new calls, let in-flight ones finish within the grace, then end them UNAVAILABLE."""
     await health.enter_graceful_shutdown()
     servicer.drain()
@@ -101,19 +101,7 @@ async def shutdown(settings: EdgeSettings, servicer: StreamerServicer, health: H
 
 def main() -> None:
     """Read settings, set up logging and tracing, serve until told to stop."""
-    try:
-        settings = load_settings()
-        provider = setup_tracing("streamer-edge")
-    except (SettingsError, TracingError) as error:
-        sys.exit(f"streamer-edge: invalid settings: {error}")
-    setup_logging(settings.log_level, settings.log_format)
-    try:
-        asyncio.run(serve(settings, tracer_of(provider, "streamer_edge")))
-    except TopologyError as error:
-        sys.exit(f"streamer-edge: {error}")
-    finally:
-        if provider is not None:
-            provider.shutdown()
+    run_service("streamer-edge", load_settings, serve)
 
 
 if __name__ == "__main__":

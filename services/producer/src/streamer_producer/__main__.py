@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import sys
 
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from opentelemetry import trace
 
 from streamer_common.httpserve import OpsServer
-from streamer_common.lifecycle import shutdown_event
-from streamer_common.logs import setup_logging
+from streamer_common.lifecycle import run_service, shutdown_event
 from streamer_common.metrics import ProducerMetrics, QueueMetrics, new_registry
 from streamer_common.natsio import connect
-from streamer_common.settings import SettingsError
 from streamer_common.topology import JOBS_CONSUMER, Topology, TopologyError, ensure_topology
-from streamer_common.tracing import TracingError, setup_tracing, tracer_of
 from streamer_producer.handlers import load_handlers, registry
 from streamer_producer.observe import JobTelemetry
 from streamer_producer.settings import ProducerSettings, load_settings
@@ -75,20 +70,12 @@ async def ensure_jobs_consumer(js: JetStreamContext, settings: ProducerSettings)
 
 def main() -> None:
     """Read settings, load handlers, set up logging and tracing, work until told to stop."""
-    try:
-        settings = load_settings()
-        provider = setup_tracing("streamer-producer")
-    except (SettingsError, TracingError) as error:
-        sys.exit(f"streamer-producer: invalid settings: {error}")
-    setup_logging(settings.log_level, settings.log_format)
-    load_handlers(settings.handler_modules)
-    try:
-        asyncio.run(serve(settings, tracer_of(provider, "streamer_producer")))
-    except TopologyError as error:
-        sys.exit(f"streamer-producer: {error}")
-    finally:
-        if provider is not None:
-            provider.shutdown()
+    run_service(
+        "streamer-producer",
+        load_settings,
+        serve,
+        lambda settings: load_handlers(settings.handler_modules),
+    )
 
 
 if __name__ == "__main__":
