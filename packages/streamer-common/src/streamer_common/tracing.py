@@ -105,6 +105,19 @@ def tracer_of(provider: TracerProvider | None, name: str) -> trace.Tracer:
     return provider.get_tracer(name, schema_url=SCHEMA_URL)
 
 
+def messaging(
+    operation_type: str, operation_name: str, destination: str, template: str
+) -> dict[str, str]:
+    """The messaging attributes every NATS span carries, per the pinned conventions."""
+    return {
+        MESSAGING_SYSTEM: NATS,
+        MESSAGING_OPERATION_TYPE: operation_type,
+        MESSAGING_OPERATION_NAME: operation_name,
+        MESSAGING_DESTINATION_NAME: destination,
+        MESSAGING_DESTINATION_TEMPLATE: template,
+    }
+
+
 def inject(headers: MutableMapping[str, str]) -> None:
     """Add `traceparent` (and `tracestate`) of the current span to NATS headers, if any."""
     if trace.get_current_span().get_span_context().is_valid:

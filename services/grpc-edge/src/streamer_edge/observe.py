@@ -355,11 +355,7 @@ class StreamRecord:
             f"send {job_subject('{id}')}",
             kind=SpanKind.PRODUCER,
             attributes={
-                tracing.MESSAGING_SYSTEM: tracing.NATS,
-                tracing.MESSAGING_OPERATION_TYPE: "send",
-                tracing.MESSAGING_OPERATION_NAME: "publish",
-                tracing.MESSAGING_DESTINATION_NAME: subject,
-                tracing.MESSAGING_DESTINATION_TEMPLATE: job_subject("{id}"),
+                **tracing.messaging("send", "publish", subject, job_subject("{id}")),
                 tracing.STREAM_ID: self.stream_id,
                 tracing.JOB: self.job,
             },
@@ -376,11 +372,9 @@ class StreamRecord:
             f"process {data_subject('{id}')}",
             kind=SpanKind.CONSUMER,
             attributes={
-                tracing.MESSAGING_SYSTEM: tracing.NATS,
-                tracing.MESSAGING_OPERATION_TYPE: "process",
-                tracing.MESSAGING_OPERATION_NAME: "process",
-                tracing.MESSAGING_DESTINATION_NAME: data_subject(self.stream_id),
-                tracing.MESSAGING_DESTINATION_TEMPLATE: data_subject("{id}"),
+                **tracing.messaging(
+                    "process", "process", data_subject(self.stream_id), data_subject("{id}")
+                ),
                 tracing.STREAM_ID: self.stream_id,
             },
         ) as span:

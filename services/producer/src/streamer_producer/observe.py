@@ -63,11 +63,7 @@ class JobTelemetry:
             context=tracing.extract(headers),
             kind=SpanKind.CONSUMER,
             attributes={
-                tracing.MESSAGING_SYSTEM: tracing.NATS,
-                tracing.MESSAGING_OPERATION_TYPE: "process",
-                tracing.MESSAGING_OPERATION_NAME: "process",
-                tracing.MESSAGING_DESTINATION_NAME: msg.subject,
-                tracing.MESSAGING_DESTINATION_TEMPLATE: job_subject("{id}"),
+                **tracing.messaging("process", "process", msg.subject, job_subject("{id}")),
                 tracing.MESSAGING_CONSUMER_GROUP_NAME: JOBS_CONSUMER,
                 tracing.MESSAGING_MESSAGE_ID: headers.get(frames.MSG_ID, ""),
                 tracing.MESSAGING_MESSAGE_BODY_SIZE: len(msg.data),
@@ -93,11 +89,9 @@ class JobTelemetry:
             f"send {data_subject('{id}')}",
             kind=SpanKind.PRODUCER,
             attributes={
-                tracing.MESSAGING_SYSTEM: tracing.NATS,
-                tracing.MESSAGING_OPERATION_TYPE: "send",
-                tracing.MESSAGING_OPERATION_NAME: "publish",
-                tracing.MESSAGING_DESTINATION_NAME: data_subject(stream_id),
-                tracing.MESSAGING_DESTINATION_TEMPLATE: data_subject("{id}"),
+                **tracing.messaging(
+                    "send", "publish", data_subject(stream_id), data_subject("{id}")
+                ),
                 tracing.STREAM_ID: stream_id,
             },
         ) as span:
