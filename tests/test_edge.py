@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 
 import grpc
 import nats
@@ -14,10 +15,14 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from conftest import StackFactory
 from streamer_common import frames
 from streamer_common.natsio import stream_state
+from streamer_common.proto import stream_pb2, stream_pb2_grpc
+from streamer_common.settings import Duration
 from streamer_common.topology import data_subject
 from streamer_devstack import tls
 from streamer_devstack.processes import Service
 from streamer_devstack.stack import Stack, edge_env
+from streamer_edge.server import server_options
+from streamer_edge.settings import EdgeSettings
 from support import channel, collect, log_events, new_id, request, rss_bytes, wait_until
 
 
@@ -149,6 +154,55 @@ async def test_streams_beyond_the_limit_are_resource_exhausted(make_stack: Stack
     assert "limit of 2 streams" in refused.details
     for result in results:
         result.assert_complete(40)
+
+
+@pytest.mark.parametrize("accept_timeout", [1, 300])
+async def test_a_call_waits_for_a_blocked_event_loop_up_to_the_accept_timeout(
+    accept_timeout: int,
+) -> None:
+    # The edge's server options on a real server whose event loop the test blocks, as a
+    # saturated edge's is: meanwhile gRPC holds new calls unaccepted.
+    settings = EdgeSettings(plaintext=True, accept_timeout=Duration(accept_timeout))
+
+    class EndAtOnce(stream_pb2_grpc.StreamerServicer):
+        async def Stream(self, request, context):  # type: ignore[no-untyped-def]
+            yield stream_pb2.Data(sequence=0)
+
+    server = grpc.aio.server(options=server_options(settings))
+    stream_pb2_grpc.add_StreamerServicer_to_server(EndAtOnce(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    chan = grpc.insecure_channel(f"127.0.0.1:{port}")
+
+    def call(delay: float) -> grpc.StatusCode:
+        time.sleep(delay)
+        try:
+            list(stream_pb2_grpc.StreamerStub(chan).Stream(stream_pb2.Request(id="x"), timeout=20))
+        except grpc.RpcError as error:
+            return error.code()  # type: ignore[no-any-return]
+        return grpc.StatusCode.OK
+
+    async def blocked_for(seconds: float) -> list[grpc.StatusCode]:
+        """Two calls arrive as the loop blocks, one more near its end."""
+        loop = asyncio.get_running_loop()
+        delays = (0.2, 0.2, 0.2 + 0.8 * seconds)
+        outcomes = [loop.run_in_executor(None, call, delay) for delay in delays]
+        time.sleep(seconds)  # noqa: ASYNC251 - blocking the loop is the point
+        return list(await asyncio.gather(*outcomes))
+
+    ok, cancelled = grpc.StatusCode.OK, grpc.StatusCode.CANCELLED
+    try:
+        assert await blocked_for(0.6) == [ok, ok, ok]
+        *waited_long, waited_short = await blocked_for(2.5)
+        assert await blocked_for(0.6) == [ok, ok, ok]
+    finally:
+        chan.close()
+        await server.stop(None)
+    assert waited_short == ok
+    if accept_timeout == 1:
+        assert cancelled in waited_long
+    else:
+        assert waited_long == [ok, ok]
 
 
 async def test_slow_client_does_not_grow_edge_memory(make_stack: StackFactory) -> None:

@@ -25,10 +25,29 @@ def server_credentials(settings: EdgeSettings) -> grpc.ServerCredentials:
     """TLS from the configured files; a client CA turns on mutual TLS."""
     key = Path(settings.tls_key_file).read_bytes()
     cert = Path(settings.tls_cert_file).read_bytes()
-    client_ca = Path(settings.tls_client_ca_file).read_bytes() if settings.tls_client_ca_file else None
+    client_ca = (
+        Path(settings.tls_client_ca_file).read_bytes() if settings.tls_client_ca_file else None
+    )
     return grpc.ssl_server_credentials(
         [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
     )
+
+
+def server_options(settings: EdgeSettings) -> list[tuple[str, int]]:
+    """gRPC core options of the public server."""
+    pending = max(1000, settings.max_streams)
+    return [
+        ("grpc.max_receive_message_length", settings.max_request_bytes),
+        ("grpc.keepalive_time_ms", 20_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        # grpc.aio takes one new call per turn of the event loop, so a saturated edge
+        # accepts slowly; gRPC core cancels a call still waiting after this (bare CANCELLED).
+        ("grpc.server_max_unrequested_time_in_server", int(settings.accept_timeout)),
+        ("grpc.server_max_pending_requests", pending),
+        ("grpc.server_max_pending_requests_hard_limit", 3 * pending),
+    ]
 
 
 def build_server(
@@ -41,13 +60,7 @@ def build_server(
     telemetry.initialize(SERVICES)
     server = grpc.aio.server(
         interceptors=[telemetry],
-        options=[
-            ("grpc.max_receive_message_length", settings.max_request_bytes),
-            ("grpc.keepalive_time_ms", 20_000),
-            ("grpc.keepalive_timeout_ms", 10_000),
-            ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
-            ("grpc.keepalive_permit_without_calls", 1),
-        ],
+        options=server_options(settings),
         maximum_concurrent_rpcs=settings.max_streams + 64,
     )
     stream_pb2_grpc.add_StreamerServicer_to_server(servicer, server)

@@ -25,6 +25,7 @@ class EdgeSettings(NatsSettings):
     readers_per_connection: int = 16
     max_request_bytes: int = 64 * 1024
     max_params_bytes: int = 4096
+    accept_timeout: Duration = Duration(300)
     first_chunk_timeout: Duration = Duration(15)
     stall_timeout: Duration = Duration(60)
     nats_outage_timeout: Duration = Duration(30)
@@ -52,6 +53,8 @@ class EdgeSettings(NatsSettings):
             )
         if self.readers_per_connection < 1:
             raise ValueError("READERS_PER_CONNECTION must be at least 1")
+        if not 1 <= self.accept_timeout <= 86400:
+            raise ValueError("ACCEPT_TIMEOUT must be 1s to 24h")
         if self.max_streams < 1:
             raise ValueError("MAX_STREAMS must be at least 1")
 
