@@ -116,7 +116,9 @@ def log_events(process: Process, message: str) -> list[str]:
     return [line for line in process.log.read_text().splitlines() if pattern.search(line)]
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> float:
+async def wait_until(
+    predicate: Callable[[], bool], timeout: float, interval: float = 0.05
+) -> float:
     """Poll `predicate` until true; returns seconds waited; AssertionError on timeout."""
     started = time.monotonic()
     while not predicate():

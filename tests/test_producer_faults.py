@@ -11,8 +11,9 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import StackFactory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from conftest import StackFactory
 from streamer_common.proto import stream_pb2
 from streamer_devstack.processes import Process
 from streamer_devstack.stack import Stack

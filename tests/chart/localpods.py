@@ -26,6 +26,7 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from streamer_devstack.processes import nats_server_binary
 
 from .chartlib import (

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from streamer_common.settings import SettingsError, load, variables
 from streamer_common.topology import JOBS_CONSUMER
 from streamer_edge.settings import EdgeSettings

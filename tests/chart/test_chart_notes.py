@@ -9,6 +9,7 @@ import re
 import shlex
 
 import pytest
+
 from streamer_client.__main__ import parse_args as parse_client_args
 
 from .chartlib import CHART_DIR, NAMESPACE, RELEASE, REPO_ROOT, VARIANTS, find, helm, render_variant

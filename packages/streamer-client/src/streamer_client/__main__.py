@@ -19,22 +19,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(prog="streamer-client", description=__doc__)
     parser.add_argument("--target", default="localhost:50051", help="edge address host:port")
-    parser.add_argument("--ca-file", default=".local/tls/app.crt",
-                        help="CA certificate that signed the edge's certificate")
+    parser.add_argument(
+        "--ca-file",
+        default=".local/tls/app.crt",
+        help="CA certificate that signed the edge's certificate",
+    )
     parser.add_argument("--cert-file", help="client certificate, when the edge requires mTLS")
     parser.add_argument("--key-file", help="client key, when the edge requires mTLS")
     parser.add_argument("--authority", help="name to verify in the edge's certificate")
     parser.add_argument("--plaintext", action="store_true", help="connect without TLS")
     parser.add_argument("--id", default="", help="stream id (default: a fresh one)")
     parser.add_argument("--job", default="", help="job handler (default: the edge's default)")
-    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                        help="handler parameter, repeatable")
-    parser.add_argument("--after-sequence", type=int, default=0,
-                        help="resume: only sequences greater than this one")
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="handler parameter, repeatable",
+    )
+    parser.add_argument(
+        "--after-sequence", type=int, default=0, help="resume: only sequences greater than this one"
+    )
     parser.add_argument("--timeout", type=float, default=None, help="deadline in seconds")
     parser.add_argument("--quiet", action="store_true", help="print only the summary")
-    parser.add_argument("--batches", action="store_true",
-                        help="call StreamBatches: ready items arrive together, for high rates")
+    parser.add_argument(
+        "--batches",
+        action="store_true",
+        help="call StreamBatches: ready items arrive together, for high rates",
+    )
     args = parser.parse_args(argv)
     for param in args.param:
         if "=" not in param:
@@ -74,7 +86,9 @@ def show(data: stream_pb2.Data, quiet: bool) -> None:
 async def run(args: argparse.Namespace) -> int:
     """Stream and print; the exit code is 0 on a complete stream, 1 otherwise."""
     request = stream_pb2.Request(
-        id=args.id or uuid.uuid4().hex, job=args.job, after_sequence=args.after_sequence,
+        id=args.id or uuid.uuid4().hex,
+        job=args.job,
+        after_sequence=args.after_sequence,
         params=dict(param.split("=", 1) for param in args.param),
     )
     async with channel(args) as chan:
@@ -86,8 +100,11 @@ async def run(args: argparse.Namespace) -> int:
                     show(data, args.quiet)
         except grpc.aio.AioRpcError as error:
             last = dict(error.trailing_metadata() or ()).get(LAST_SEQUENCE_KEY, "?")
-            print(f"error: {error.code().name}: {error.details()} (id {request.id}, last "
-                  f"sequence {last})", file=sys.stderr)
+            print(
+                f"error: {error.code().name}: {error.details()} (id {request.id}, last "
+                f"sequence {last})",
+                file=sys.stderr,
+            )
             return 1
     return 0
 

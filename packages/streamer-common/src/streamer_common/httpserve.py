@@ -60,7 +60,8 @@ class OpsServer:
             status, content_type, body = self._route(path)
             writer.write(
                 f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + body
             )
             await writer.drain()
         except (OSError, TimeoutError, ValueError, IndexError):

@@ -60,9 +60,10 @@ async def connect(
                 reconnected_cb=on_reconnect,
                 error_cb=_log_error,
             )
-        except (OSError, nats.errors.Error, asyncio.TimeoutError) as error:
+        except (TimeoutError, OSError, nats.errors.Error) as error:
             logger.warning(
-                "cannot reach NATS, retrying", extra={"servers": settings.nats_url, "error": str(error)}
+                "cannot reach NATS, retrying",
+                extra={"servers": settings.nats_url, "error": str(error)},
             )
         try:
             await asyncio.wait_for(stop.wait(), delay)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import time
 
 from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
@@ -90,13 +88,10 @@ async def shutdown(
     """Refuse new calls, let in-flight ones finish within the grace, then end them UNAVAILABLE."""
     await health.enter_graceful_shutdown()
     servicer.drain()
-    deadline = time.monotonic() + settings.shutdown_grace
-    while servicer.active and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
+    await servicer.wait_idle(settings.shutdown_grace)
     logger.info("edge stopping", extra={"unfinished_streams": servicer.active})
     servicer.close()
-    while servicer.active and time.monotonic() < deadline + 2:
-        await asyncio.sleep(0.05)
+    await servicer.wait_idle(2)
 
 
 def main() -> None:

@@ -86,7 +86,7 @@ class Follower:
         self._consumer = ""
 
     async def next(self, timeout: float) -> list[Received]:
-        """Frames that arrive within `timeout` (none means a quiet stream); NatsOutage if cut off."""
+        """Frames arriving within `timeout` (none: a quiet stream); NatsOutage if cut off."""
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
@@ -118,7 +118,9 @@ class Follower:
             assert self._puller is not None
             messages = await self._puller.fetch(timeout)
         except ConsumerGone as gone:
-            logger.info("consumer lost, recreating", extra={"subject": self._subject, "why": str(gone)})
+            logger.info(
+                "consumer lost, recreating", extra={"subject": self._subject, "why": str(gone)}
+            )
             await self._reset()
             return []
         except (NatsError, OSError, TimeoutError) as error:

@@ -58,9 +58,15 @@ class Call:
 class StreamerServicer(stream_pb2_grpc.StreamerServicer):
     """Serves `Stream` and `StreamBatches` from NATS JetStream; every dependency is handed in."""
 
-    def __init__(self, nc: Client, settings: EdgeSettings, interest: Interest,
-                 metrics: EdgeMetrics, tracer: trace.Tracer,
-                 readers: ReaderPool | None = None) -> None:
+    def __init__(
+        self,
+        nc: Client,
+        settings: EdgeSettings,
+        interest: Interest,
+        metrics: EdgeMetrics,
+        tracer: trace.Tracer,
+        readers: ReaderPool | None = None,
+    ) -> None:
         self._nc = nc
         self._readers = readers
         self._settings = settings
@@ -68,6 +74,8 @@ class StreamerServicer(stream_pb2_grpc.StreamerServicer):
         self._metrics = metrics
         self._tracer = tracer
         self._active = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._draining = False
         self._closing = asyncio.Event()
 
@@ -75,6 +83,11 @@ class StreamerServicer(stream_pb2_grpc.StreamerServicer):
     def active(self) -> int:
         """Calls currently streaming."""
         return self._active
+
+    async def wait_idle(self, timeout: float) -> None:
+        """Return once no call is streaming, or after `timeout` seconds."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout)
 
     def drain(self) -> None:
         """Refuse new calls from now on; in-flight calls continue."""
@@ -84,9 +97,10 @@ class StreamerServicer(stream_pb2_grpc.StreamerServicer):
         """End every in-flight call with UNAVAILABLE so its client resumes elsewhere."""
         self._closing.set()
 
-    async def Stream(  # noqa: N802 - name fixed by the wire contract
-        self, request: stream_pb2.Request, context: grpc.aio.ServicerContext[
-            stream_pb2.Request, stream_pb2.Data]
+    async def Stream(
+        self,
+        request: stream_pb2.Request,
+        context: grpc.aio.ServicerContext[stream_pb2.Request, stream_pb2.Data],
     ) -> None:
         await self._serve(request, context, DataSink(context.write, request.after_sequence))
 
@@ -108,11 +122,14 @@ class StreamerServicer(stream_pb2_grpc.StreamerServicer):
             try:
                 self._admit(request)
                 self._active += 1
+                self._idle.clear()
                 record.admitted()
                 try:
                     await self._relay(call)
                 finally:
                     self._active -= 1
+                    if not self._active:
+                        self._idle.set()
                 ended = StreamEnded(grpc.StatusCode.OK)
             except StreamEnded as error:
                 ended = error
@@ -126,7 +143,8 @@ class StreamerServicer(stream_pb2_grpc.StreamerServicer):
                 logger.exception("stream failed", extra={"stream_id": call.stream_id})
                 ended = StreamEnded(
                     grpc.StatusCode.INTERNAL,
-                    f"internal error in the edge; retry with after_sequence={call.delivered}")
+                    f"internal error in the edge; retry with after_sequence={call.delivered}",
+                )
             await self._finish(context, call, ended)
 
     async def _finish(
@@ -153,23 +171,33 @@ class StreamerServicer(stream_pb2_grpc.StreamerServicer):
         if problem:
             raise StreamEnded(grpc.StatusCode.INVALID_ARGUMENT, problem)
         if self._draining:
-            raise StreamEnded(grpc.StatusCode.UNAVAILABLE,
-                              "edge is shutting down; retry on another instance")
+            raise StreamEnded(
+                grpc.StatusCode.UNAVAILABLE, "edge is shutting down; retry on another instance"
+            )
         if not self._nc.is_connected:
-            raise StreamEnded(grpc.StatusCode.UNAVAILABLE,
-                              "edge has no connection to NATS; retry with backoff")
+            raise StreamEnded(
+                grpc.StatusCode.UNAVAILABLE, "edge has no connection to NATS; retry with backoff"
+            )
         if self._active >= self._settings.max_streams:
-            raise StreamEnded(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                              f"edge is at its limit of {self._settings.max_streams} streams; "
-                              "retry with backoff")
+            raise StreamEnded(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"edge is at its limit of {self._settings.max_streams} streams; retry with backoff",
+            )
 
     async def _relay(self, call: Call) -> None:
         settings = self._settings
         state = await self._state(call.stream_id)
-        async with self._interest.hold(call.stream_id), self._reader() as reader, Follower(
-            reader, settings.data_stream, call.stream_id,
-            max_bytes=settings.stream_buffer_bytes, outage=settings.nats_outage_timeout,
-        ) as follower:
+        async with (
+            self._interest.hold(call.stream_id),
+            self._reader() as reader,
+            Follower(
+                reader,
+                settings.data_stream,
+                call.stream_id,
+                max_bytes=settings.stream_buffer_bytes,
+                outage=settings.nats_outage_timeout,
+            ) as follower,
+        ):
             if not state.finished:
                 await self._start_job(call, state)
             with call.record.delivering(state):
@@ -185,23 +213,28 @@ class StreamerServicer(stream_pb2_grpc.StreamerServicer):
         try:
             return await stream_state(self._nc, self._settings.data_stream, stream_id)
         except Exception as error:
-            raise StreamEnded(grpc.StatusCode.UNAVAILABLE,
-                              f"cannot read stream state from NATS ({error}); retry") from error
+            raise StreamEnded(
+                grpc.StatusCode.UNAVAILABLE, f"cannot read stream state from NATS ({error}); retry"
+            ) from error
 
     async def _start_job(self, call: Call, state: StreamState) -> None:
         job = frames.Job(call.stream_id, call.job, call.params)
         headers = {frames.MSG_ID: f"job:{call.stream_id}:{state.subject_sequence}"}
         try:
             with call.record.publishing_job(headers):
-                await self._nc.jetstream().publish(job_subject(call.stream_id), job.encode(),
-                                                   headers=headers)
+                await self._nc.jetstream().publish(
+                    job_subject(call.stream_id), job.encode(), headers=headers
+                )
         except APIError as error:
             if error.err_code != _ALREADY_QUEUED:
-                raise StreamEnded(grpc.StatusCode.UNAVAILABLE,
-                                  f"cannot queue the job ({error.description}); retry") from error
+                raise StreamEnded(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"cannot queue the job ({error.description}); retry",
+                ) from error
         except Exception as error:
-            raise StreamEnded(grpc.StatusCode.UNAVAILABLE,
-                              f"cannot queue the job ({error!r}); retry") from error
+            raise StreamEnded(
+                grpc.StatusCode.UNAVAILABLE, f"cannot queue the job ({error!r}); retry"
+            ) from error
 
     async def _follow(self, call: Call, follower: Follower, stale: int) -> None:
         """Relay frames until the end marker; markers at or before `stale` are history."""
@@ -231,26 +264,36 @@ class StreamerServicer(stream_pb2_grpc.StreamerServicer):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._closing.is_set():
-                raise StreamEnded(grpc.StatusCode.UNAVAILABLE,
-                                  f"edge is shutting down; resume with after_sequence="
-                                  f"{call.delivered} on another instance")
+                raise StreamEnded(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"edge is shutting down; resume with after_sequence="
+                    f"{call.delivered} on another instance",
+                )
             try:
                 received = await follower.next(min(poll, deadline - time.monotonic()))
             except NatsOutage as outage:
-                raise StreamEnded(grpc.StatusCode.UNAVAILABLE,
-                                  f"{outage}; resume with after_sequence={call.delivered}") from None
+                raise StreamEnded(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"{outage}; resume with after_sequence={call.delivered}",
+                ) from None
             except ValueError as error:
-                raise StreamEnded(grpc.StatusCode.DATA_LOSS,
-                                  f"stream {call.stream_id} holds a malformed message: {error}") from None
+                raise StreamEnded(
+                    grpc.StatusCode.DATA_LOSS,
+                    f"stream {call.stream_id} holds a malformed message: {error}",
+                ) from None
             if received:
                 return received
         if call.delivered == 0:
-            raise StreamEnded(grpc.StatusCode.UNAVAILABLE,
-                              f"no data for stream {call.stream_id} within {timeout:g}s: no producer "
-                              "took the job; check that producers are running, then retry")
-        raise StreamEnded(grpc.StatusCode.UNAVAILABLE,
-                          f"stream {call.stream_id} stalled: no data for {timeout:g}s; resume with "
-                          f"after_sequence={call.delivered}")
+            raise StreamEnded(
+                grpc.StatusCode.UNAVAILABLE,
+                f"no data for stream {call.stream_id} within {timeout:g}s: no producer "
+                "took the job; check that producers are running, then retry",
+            )
+        raise StreamEnded(
+            grpc.StatusCode.UNAVAILABLE,
+            f"stream {call.stream_id} stalled: no data for {timeout:g}s; resume with "
+            f"after_sequence={call.delivered}",
+        )
 
     async def _deliver(self, call: Call, frame: frames.DataFrame) -> None:
         before, began = call.delivered, time.monotonic()
@@ -266,9 +309,11 @@ class StreamerServicer(stream_pb2_grpc.StreamerServicer):
 
     async def _on_marker(self, call: Call, frame: frames.ControlFrame) -> None:
         if frame.status == frames.FAILED:
-            raise StreamEnded(grpc.StatusCode.ABORTED,
-                              f"job {call.job!r} failed: {frame.error}; retry to run it again "
-                              f"from sequence {frame.last_sequence + 1}")
+            raise StreamEnded(
+                grpc.StatusCode.ABORTED,
+                f"job {call.job!r} failed: {frame.error}; retry to run it again "
+                f"from sequence {frame.last_sequence + 1}",
+            )
         if frame.status == frames.STOPPED:
             state = await self._state(call.stream_id)
             if not state.finished:
@@ -276,5 +321,7 @@ class StreamerServicer(stream_pb2_grpc.StreamerServicer):
 
 
 def _data_loss(call: Call, got: int) -> StreamEnded:
-    return StreamEnded(grpc.StatusCode.DATA_LOSS,
-                       f"stream {call.stream_id}: expected sequence {call.delivered + 1}, got {got}")
+    return StreamEnded(
+        grpc.StatusCode.DATA_LOSS,
+        f"stream {call.stream_id}: expected sequence {call.delivered + 1}, got {got}",
+    )
