@@ -30,7 +30,7 @@ PLANS = {
     "full": Plan(
         "full",
         tuple((size, streams) for streams in (1, 10, 100, 1000) for size in SIZES),
-        max_chunks=200_000,
+        max_chunks=400_000,
         max_bytes=512 * MiB,
         half_load_seconds=5,
         probe_streams=1000,
@@ -110,6 +110,7 @@ def main() -> None:
 def run(mode: str) -> dict[str, Any]:
     """Run the plan of `mode`; the whole record of the run."""
     started = time.time()
+    load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="streamer-bench-") as workdir:
         results = Runner(PLANS[mode], Path(workdir), progress).run()
     return {
@@ -118,6 +119,7 @@ def run(mode: str) -> dict[str, Any]:
         "machine": machine(),
         "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)),
         "minutes": round((time.time() - started) / 60, 1),
+        "load_average": round(load, 2),
         "results": results,
         "targets": report.targets(results),
     }
@@ -131,8 +133,9 @@ Run `{document["command"]}` ({document["mode"]} mode, {document["minutes"]} min)
 {document["started"]} on {m["cpu"]}, {m["cores"]} cores, {m["memory"]}, Linux {m["kernel"]}, \
 Python {m["python"]}, grpcio {m["grpcio"]}, nats-py {m["nats-py"]}.
 
-> Taken on a shared, noisy 2-core machine while other test suites ran: compare figures only \
-with the baselines of the same run, and expect run-to-run spread.
+> Taken on a shared machine (1-minute load average {document.get("load_average", "unknown")} \
+as the run began): compare figures only with the baselines of the same run, and expect \
+run-to-run spread.
 
 Systems: `stream` and `batches` are the streamer's `Stream` and `StreamBatches` through the \
 real stack (nats-server, 2 producers, edge over TLS); `G1`/`Gb` a bare grpcio TLS server \
@@ -146,6 +149,8 @@ baseline server or publisher).
 ### Targets
 
 {report.targets_markdown(document["targets"])}
+
+{report.memory_markdown(document["results"])}
 
 ### Every run
 

@@ -37,7 +37,7 @@ async def publish(args: argparse.Namespace) -> None:
         subject = f"{args.prefix}.{index}"
         for sequence in range(args.count):
             if args.jetstream:
-                await js.publish(subject, chunk(sequence, args.size, tail))
+                await js.publish(subject, chunk(sequence, args.size, tail), timeout=120)
             else:
                 await nc.publish(subject, chunk(sequence, args.size, tail))
 

@@ -91,7 +91,8 @@ class PullConsumer:
                 self._signal.clear()
                 wait = min(deadline, self._open_until) - time.monotonic()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._signal.wait(), max(wait, 0.001))
+                    async with asyncio.timeout(max(wait, 0.001)):  # no task per wait
+                        await self._signal.wait()
             messages: list[Msg] = []
             while self._arrived:
                 self._take(self._arrived.popleft(), messages)
