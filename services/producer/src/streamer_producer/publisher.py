@@ -238,7 +238,7 @@ async def pump(
     ahead = ReadAhead(limit=4 * max(max_batch, max_part))
     # Each item adds at most 8 characters ("1048576,") to the Streamer-Sizes header.
     max_items = min(_MAX_ITEMS, max(1, (writer.max_payload - max_batch) // 8))
-    producer = asyncio.create_task(_fill(ahead, chunks, writer.position, max_part))
+    producer = asyncio.create_task(_fill(ahead, chunks, writer.position, max_part, max_batch))
     halt = asyncio.create_task(_halt_on(stop, producer, ahead))
     try:
         while batch := await ahead.take(max_batch, max_items):
@@ -260,15 +260,27 @@ async def _halt_on(stop: asyncio.Event, producer: asyncio.Task[None], ahead: Rea
 
 
 async def _fill(
-    ahead: ReadAhead, chunks: AsyncIterator[bytes], start: Position, max_part: int
+    ahead: ReadAhead,
+    chunks: AsyncIterator[bytes],
+    start: Position,
+    max_part: int,
+    max_batch: int,
 ) -> None:
     index = start.chunk
+    made = 0
     try:
         async for chunk in chunks:
             skip = start.skip_parts if index == start.chunk else 0
             for part in split(chunk, index, max_part, skip):
                 await ahead.put(part)
+                made += len(part.payload) + ReadAhead.PART_COST
             index += 1
+            if made >= max_batch:
+                # A message's worth is ready: let the publisher take it now rather than
+                # after the whole read-ahead filled (a handler that never awaits would
+                # hold the event loop that long, and other jobs' acks with it).
+                made = 0
+                await asyncio.sleep(0)
     except Exception as error:
         ahead.close(error)
         return

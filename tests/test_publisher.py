@@ -1,0 +1,61 @@
+"""The producer's publishing pump against a real nats-server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import nats
+from prometheus_client import CollectorRegistry
+
+from conftest import StackFactory
+from streamer_common.frames import Position
+from streamer_common.metrics import ProducerMetrics
+from streamer_producer.publisher import ReadAhead, StreamWriter, pump
+from support import new_id
+
+MAX_BATCH = 256 * 1024
+
+
+async def test_a_handler_that_never_awaits_is_published_a_message_at_a_time(
+    make_stack: StackFactory,
+) -> None:
+    stack = make_stack(producers=0)
+    nc = await nats.connect(stack.nats.url)
+    made = 0
+
+    async def busy_handler() -> AsyncIterator[bytes]:
+        nonlocal made
+        for _ in range(20_000):
+            made += 1
+            yield b"x" * 64
+
+    made_at_write: list[int] = []
+
+    class Recording(StreamWriter):
+        async def write(self, parts: list) -> None:  # type: ignore[type-arg]
+            made_at_write.append(made)
+            await super().write(parts)
+
+    writer = Recording(
+        nc,
+        "STREAMER_DATA",
+        new_id(),
+        Position(),
+        0,
+        max_message_bytes=1024 * 1024,
+        metrics=ProducerMetrics(CollectorRegistry(), 1),
+    )
+    try:
+        finished = await pump(
+            busy_handler(), writer, max_part=MAX_BATCH, max_batch=MAX_BATCH, stop=asyncio.Event()
+        )
+    finally:
+        await nc.close()
+
+    assert finished
+    assert writer.published_items == 20_000
+    # The first message leaves once a message's worth is ready, not once the handler has
+    # filled the whole read-ahead (four messages' worth) without letting anything else run.
+    one_message = MAX_BATCH // (64 + ReadAhead.PART_COST)
+    assert made_at_write[0] <= one_message + 1
