@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 
 import grpc
 import pytest
@@ -260,3 +261,26 @@ async def test_one_log_line_at_start_and_end_of_each_stream(shared_stack: Stack)
         line for line in shared_stack.edge.log.read_text().splitlines() if stream_id in line
     ]
     assert len(mentions) == 2, "nothing but the start and end lines, not a line per chunk"
+
+
+@pytest.mark.parametrize("service", ["edge", "producer"])
+async def test_a_stalled_event_loop_shows_as_loop_lag(
+    make_stack: StackFactory, service: str
+) -> None:
+    stack = make_stack(producers=1)
+    process = stack.edge if service == "edge" else stack.producers[0]
+    assert process is not None
+    lag = f"streamer_{service}_event_loop_lag_seconds"
+    await asyncio.sleep(0.6)  # a couple of on-time observations first
+    before = scrape(process)
+
+    process.signal(signal.SIGSTOP)  # the loop stops, as a saturated one would, for 1.5 s
+    await asyncio.sleep(1.5)
+    process.signal(signal.SIGCONT)
+    await asyncio.sleep(0.6)
+    after = scrape(process)
+
+    assert value(before, f"{lag}_count") >= 2
+    assert value(before, f"{lag}_bucket", le="0.5") == value(before, f"{lag}_count")
+    late = delta(before, after, f"{lag}_count") - delta(before, after, f"{lag}_bucket", le="1.0")
+    assert late == 1  # the timer due while stopped ran over a second late, and only that one

@@ -29,6 +29,7 @@ FIRST_CHUNK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 JOB_BUCKETS = (0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600, 7200)
 PUBLISH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+LOOP_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
 # grpc-go's names of the status codes, which go-grpc-middleware puts in `grpc_code`.
 GRPC_CODES = {
@@ -112,6 +113,32 @@ class GrpcServerMetrics:
                 self.handled.labels(*labels, code)
 
 
+class LoopLag:
+    """How late the event loop runs a timer, which is how long its turns take when busy.
+
+    Everything a service does waits for its loop; in the edge grpc.aio also starts only one
+    new call per turn or two, so long turns mean slowly admitted calls as well.
+    """
+
+    INTERVAL = 0.25
+
+    def __init__(self, registry: CollectorRegistry, service: str) -> None:
+        self.histogram = Histogram(
+            f"streamer_{service}_event_loop_lag_seconds",
+            f"How late the {service}'s event loop ran a timer due every {self.INTERVAL:g}s.",
+            buckets=LOOP_LAG_BUCKETS,
+            registry=registry,
+        )
+
+    async def watch(self) -> None:
+        """Measure until cancelled."""
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + self.INTERVAL
+            await asyncio.sleep(self.INTERVAL)
+            self.histogram.observe(max(loop.time() - due, 0.0))
+
+
 class EdgeMetrics:
     """Everything the grpc-edge measures: its gRPC server and the streams it relays."""
 
@@ -128,6 +155,7 @@ class EdgeMetrics:
             registry=registry,
         )
         self.streams_limit.set(max_streams)
+        self.loop_lag = LoopLag(registry, "edge")
         self.asyncio_tasks = Gauge(
             "streamer_edge_asyncio_tasks",
             "asyncio tasks alive in the edge; steady when idle, so a leak shows as growth.",
@@ -190,6 +218,7 @@ class ProducerMetrics:
     """Everything a producer measures: jobs, their handlers and the chunks they publish."""
 
     def __init__(self, registry: CollectorRegistry, concurrency: int) -> None:
+        self.loop_lag = LoopLag(registry, "producer")
         self.jobs_started = Counter(
             "streamer_producer_jobs_started",
             "Job attempts started, by handler.",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 
@@ -53,6 +54,7 @@ async def serve(settings: EdgeSettings, tracer: trace.Tracer) -> None:
         await ensure_topology(nc.jetstream(), Topology.from_settings(settings))
         registry = new_registry()
         metrics = EdgeMetrics(registry, settings.max_streams)
+        stack.callback(asyncio.create_task(metrics.loop_lag.watch()).cancel)
         queue = QueueMetrics(registry, nc, settings.jobs_stream)
         readers = ReaderPool(
             lambda: connect(settings, "streamer-edge-reader", stop),

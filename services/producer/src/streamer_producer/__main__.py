@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 
@@ -35,6 +36,7 @@ async def serve(settings: ProducerSettings, tracer: trace.Tracer) -> None:
         await ensure_jobs_consumer(js, settings)
         collectors = new_registry()
         metrics = ProducerMetrics(collectors, settings.concurrency)
+        stack.callback(asyncio.create_task(metrics.loop_lag.watch()).cancel)
         metrics.initialize(registry.names, [outcome.value for outcome in Outcome])
         queue = QueueMetrics(collectors, nc, settings.jobs_stream)
         ports = {}
