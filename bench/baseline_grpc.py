@@ -64,7 +64,9 @@ def _shape(request: stream_pb2.Request) -> tuple[int, int]:
 
 async def serve(credentials: grpc.ServerCredentials, max_batch_bytes: int) -> None:
     """Serve until killed; prints the bound port."""
-    server = grpc.aio.server()
+    # As the edge does: with 1000 calls at once, a busy grpc.aio loop accepts them slowly,
+    # and gRPC's default would cancel those still waiting after 30 s.
+    server = grpc.aio.server(options=[("grpc.server_max_unrequested_time_in_server", 300)])
     stream_pb2_grpc.add_StreamerServicer_to_server(Baseline(max_batch_bytes), server)
     port = server.add_secure_port("127.0.0.1:0", credentials)
     await server.start()
