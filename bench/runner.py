@@ -234,7 +234,9 @@ class Runner:
                 "--target",
                 stack.nats.url,
                 "--timeout",
-                "60",  # plain NATS drops what a slow subscriber cannot take: do not wait for it
+                # Plain NATS drops what a slow subscriber cannot take: do not wait for it.
+                # JetStream keeps everything, only slowly (an ack per publish).
+                str(CLIENT_TIMEOUT - 10 if jetstream else 60),
                 *shape,
             ),
             stdout=subprocess.PIPE,
