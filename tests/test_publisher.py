@@ -1,4 +1,4 @@
-"""The producer's publishing pump against a real nats-server."""
+"""The producer's job pulling and publishing pump against a real nats-server."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from prometheus_client import CollectorRegistry
 from conftest import StackFactory
 from streamer_common.frames import Position
 from streamer_common.metrics import ProducerMetrics
+from streamer_common.topology import JOBS_CONSUMER
+from streamer_devstack.stack import Stack
 from streamer_producer.publisher import ReadAhead, StreamWriter, pump
-from support import new_id
+from support import collect, new_id, request
 
 MAX_BATCH = 256 * 1024
 
@@ -59,3 +61,33 @@ async def test_a_handler_that_never_awaits_is_published_a_message_at_a_time(
     # filled the whole read-ahead (four messages' worth) without letting anything else run.
     one_message = MAX_BATCH // (64 + ReadAhead.PART_COST)
     assert made_at_write[0] <= one_message + 1
+
+
+def waiting_pull_requests(stack: Stack) -> int:
+    """Pull requests the producers have waiting on the jobs consumer."""
+    page = stack.nats.monitor("jsz?consumers=true")
+    return sum(
+        consumer["num_waiting"]
+        for account in page["account_details"]
+        for stream in account["stream_detail"]
+        for consumer in stream.get("consumer_detail", [])
+        if consumer["name"] == JOBS_CONSUMER
+    )
+
+
+async def test_an_idle_producer_keeps_one_pull_request_whatever_its_concurrency(
+    make_stack: StackFactory,
+) -> None:
+    stack = make_stack(producers=1, producer={"PRODUCER_CONCURRENCY": "50"})
+    idle = []
+    for _ in range(10):  # across two expiries of the pull request
+        await asyncio.sleep(0.25)
+        idle.append(waiting_pull_requests(stack))
+
+    results = await asyncio.gather(
+        *(collect(stack.target, stack.tls.cert, request(new_id(), count=3)) for _ in range(60))
+    )
+
+    assert max(idle) == 1  # one slot each would be 50
+    for result in results:  # more calls than slots: the rest started as slots freed
+        result.assert_complete(3)

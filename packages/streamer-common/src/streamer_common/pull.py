@@ -40,7 +40,8 @@ class PullConsumer:
     ) -> None:
         self._nc = nc
         self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
-        self._batch = batch
+        self.batch = batch  # messages asked for by the next request
+        self._request_batch = batch
         self._max_bytes = max_bytes
         self._expires = expires
         self._sub: Subscription | None = None
@@ -67,8 +68,9 @@ class PullConsumer:
 
     async def _request(self) -> None:
         assert self._sub is not None
+        self._request_batch = self.batch
         request = {
-            "batch": self._batch,
+            "batch": self._request_batch,
             "max_bytes": self._max_bytes,
             "expires": int(self._expires * 1e9),
         }
@@ -106,7 +108,7 @@ class PullConsumer:
             messages.append(msg)
             self._received += 1
             self._received_bytes += len(msg.data)
-            if self._received >= self._batch or self._received_bytes >= self._max_bytes:
+            if self._received >= self._request_batch or self._received_bytes >= self._max_bytes:
                 self._open_until = 0.0
             return
         description = str(headers.get(Header.DESCRIPTION, ""))

@@ -197,7 +197,12 @@ async def _keepalive(msg: Msg, every: float) -> AsyncIterator[None]:
 
 
 class Worker:
-    """`concurrency` slots, each pulling one job at a time from the shared consumer."""
+    """Runs up to `concurrency` jobs at once, pulled by one request for the free slots.
+
+    One pull request at a time asks for as many jobs as there are free slots, so an idle
+    producer keeps one request waiting at the server however high its concurrency, and
+    never holds a job it cannot start.
+    """
 
     def __init__(
         self, nc: Client, settings: ProducerSettings, registry: Registry, telemetry: JobTelemetry
@@ -206,42 +211,67 @@ class Worker:
         self._settings = settings
         self._abandon = asyncio.Event()
         self._runner = JobRunner(nc, settings, registry, self._abandon, telemetry)
+        self._jobs: set[asyncio.Task[None]] = set()
+        self._slot_freed = asyncio.Event()
         self.running = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Pull and run jobs until `stop`; then give running jobs the grace period."""
-        slots = [asyncio.create_task(self._slot(stop)) for _ in range(self._settings.concurrency)]
-        await stop.wait()
-        done, pending = await asyncio.wait(slots, timeout=self._settings.shutdown_grace)
-        if pending:
-            logger.info("grace period over, releasing jobs", extra={"jobs": self.running})
-            self._abandon.set()
-            await asyncio.wait(pending, timeout=5)
-        for task in done:
-            task.result()
-
-    async def _slot(self, stop: asyncio.Event) -> None:
         settings = self._settings
         async with PullConsumer(
             self._nc,
             settings.jobs_stream,
             JOBS_CONSUMER,
-            batch=1,
+            batch=settings.concurrency,
             max_bytes=settings.max_message_bytes * 2,
             expires=1.0,
         ) as puller:
             while not stop.is_set():
+                free = settings.concurrency - self.running
+                if not free:
+                    await self._until_a_slot_frees(stop)
+                    continue
+                puller.batch = free
                 for msg in await self._fetch(puller, stop):
                     if stop.is_set():  # fetched as shutdown began: another producer takes it
                         await msg.nak()
                         continue
-                    self.running += 1
-                    try:
-                        await self._runner.run(msg)
-                    finally:
-                        self.running -= 1
+                    self._start(msg)
             for msg in await puller.release(timeout=2.0):
                 await msg.nak()
+        if not self._jobs:
+            return
+        _, pending = await asyncio.wait(self._jobs, timeout=settings.shutdown_grace)
+        if pending:
+            logger.info("grace period over, releasing jobs", extra={"jobs": self.running})
+            self._abandon.set()
+            await asyncio.wait(pending, timeout=5)
+
+    def _start(self, msg: Msg) -> None:
+        self.running += 1
+        job = asyncio.create_task(self._run(msg))
+        self._jobs.add(job)
+        job.add_done_callback(self._jobs.discard)
+
+    async def _run(self, msg: Msg) -> None:
+        try:
+            await self._runner.run(msg)
+        except Exception:
+            # The job is not acknowledged, so NATS redelivers it after the ack wait.
+            logger.exception("job runner failed", extra={"subject": msg.subject})
+        finally:
+            self.running -= 1
+            self._slot_freed.set()
+
+    async def _until_a_slot_frees(self, stop: asyncio.Event) -> None:
+        self._slot_freed.clear()
+        freed = asyncio.ensure_future(self._slot_freed.wait())
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({freed, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            freed.cancel()
+            stopped.cancel()
 
     async def _fetch(self, puller: PullConsumer, stop: asyncio.Event) -> list[Msg]:
         try:
