@@ -205,6 +205,25 @@ async def test_a_call_waits_for_a_blocked_event_loop_up_to_the_accept_timeout(
         assert waited_long == [ok, ok]
 
 
+async def test_calls_beyond_the_limit_plus_64_of_any_method_are_resource_exhausted(
+    make_stack: StackFactory,
+) -> None:
+    # grpc.aio's own cap, EDGE_MAX_STREAMS + 64 calls of any method: health watches fill it.
+    stack = make_stack(edge={"EDGE_MAX_STREAMS": "1"})
+    async with channel(stack.target, stack.tls.cert) as chan:
+        health = health_pb2_grpc.HealthStub(chan)
+        watches = [health.Watch(health_pb2.HealthCheckRequest()) for _ in range(65)]
+        await asyncio.gather(*(watch.read() for watch in watches))
+        refused = await collect(stack.target, stack.tls.cert, request(new_id(), count=3))
+        for watch in watches:
+            watch.cancel()
+    served = await collect(stack.target, stack.tls.cert, request(new_id(), count=3))
+
+    assert refused.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "Concurrent RPC limit exceeded" in refused.details
+    served.assert_complete(3)
+
+
 async def test_slow_client_does_not_grow_edge_memory(make_stack: StackFactory) -> None:
     stack = make_stack()
     assert stack.edge is not None
