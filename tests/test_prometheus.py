@@ -124,6 +124,7 @@ def prometheus(make_stack: StackFactory, tmp_path: Path) -> Iterator[tuple[Stack
         yield stack, server
     finally:
         producer.signal(signal.SIGCONT)
+        stack.edge.signal(signal.SIGCONT)
         server.stop()
 
 
@@ -218,6 +219,17 @@ async def test_dashboards_and_alerts_against_a_real_prometheus(
     for result in await asyncio.gather(first, second):
         result.assert_complete(3)
     await wait_until(lambda: "StreamerTimeToFirstChunkSlow" in holding(server), 10, 0.5)
+    # Its event loop ran its timer seconds late, once, over a short history.
+    await wait_until(lambda: "StreamerProducerEventLoopBlocked" in holding(server), 10, 0.5)
+
+    # The edge's loop stops for 5s: its timer runs that late too.
+    edge = stack.edge
+    assert edge is not None
+    assert "StreamerEdgeEventLoopLagging" not in holding(server)
+    edge.signal(signal.SIGSTOP)
+    await asyncio.sleep(5)
+    edge.signal(signal.SIGCONT)
+    await wait_until(lambda: "StreamerEdgeEventLoopLagging" in holding(server), 10, 0.5)
     assert all(
         rule["health"] == "ok" for group in server.api("rules")["groups"] for rule in group["rules"]
     )
