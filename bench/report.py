@@ -43,9 +43,9 @@ def _ms(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f}"
 
 
-def _cpu(result: Result) -> str:
+def _per_process(result: Result, figure: str, digits: int) -> str:
     parts = [
-        f"{name.split('-')[0][:4]} {proc['cpu_s']:.1f}"
+        f"{name.split('-')[0][:4]} {proc[figure]:.{digits}f}"
         for name, proc in result["processes"].items()
     ]
     return ", ".join(parts)
@@ -56,7 +56,7 @@ def table(results: list[Result]) -> str:
     head = (
         "| run | chunks/s | MB/s | per-stream MB/s min / median | latency ms p50 / p99 / p99.9 "
         "| first chunk ms median / max | xG1 | xGb | xN | exact-once in order "
-        "| CPU s | edge peak RSS MiB |"
+        "| CPU s | peak RSS MiB |"
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in results:
@@ -65,7 +65,6 @@ def table(results: list[Result]) -> str:
         n = find(results, "N", r["size"], r["streams"])
         lat = r["latency_ms"]
         rate = f" @{r['rate']}/s" if r["rate"] else ""
-        edge = r["processes"].get("edge", {}).get("peak_rss_mib", "—")
         lines.append(
             f"| {r['system']} {_size(r['size'])} x{r['streams']} {r['load']}{rate} "
             f"| {r['chunks_per_s']:,.0f} | {r['mb_per_s']:,.2f} "
@@ -76,7 +75,7 @@ def table(results: list[Result]) -> str:
             f"| {_ratio(r['chunks_per_s'], gb, 'chunks_per_s')} "
             f"| {_ratio(r['chunks_per_s'], n, 'chunks_per_s')} "
             f"| {'yes' if r['ok'] else 'NO: ' + '; '.join(r['problems'][:2])} "
-            f"| {_cpu(r)} | {edge} |"
+            f"| {_per_process(r, 'cpu_s', 1)} | {_per_process(r, 'peak_rss_mib', 0)} |"
         )
     return "\n".join(lines)
 
