@@ -35,7 +35,9 @@ def test_tiny_bench_measures_every_system_and_writes_every_output(tmp_path: Path
         assert all(p["cpu_s"] >= 0 and p["peak_rss_mib"] > 0 for p in r["processes"].values())
     assert {r["load"] for r in ours} == {"max", "half"}
     markdown = (tmp_path / "tiny.md").read_text()
-    assert "| batches 64 B x2 max |" in markdown
+    row = next(line for line in markdown.splitlines() if line.startswith("| batches 64 B x2 max |"))
+    rss = row.rstrip(" |").rsplit("|", 1)[1]
+    assert [part.split()[0] for part in rss.split(",")] == ["edge", "prod", "prod", "nats", "clie"]
     assert "### Targets" in markdown
     for plot in ("throughput.png", "latency.png", "scaling.png"):
         assert (tmp_path / plot).read_bytes().startswith(b"\x89PNG")
