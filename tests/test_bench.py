@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -42,3 +43,21 @@ def test_tiny_bench_measures_every_system_and_writes_every_output(tmp_path: Path
     for plot in ("throughput.png", "latency.png", "scaling.png"):
         assert (tmp_path / plot).read_bytes().startswith(b"\x89PNG")
     assert "[1/14]" in run.stderr, "progress is shown while running"
+
+
+@pytest.mark.timeout(120)
+def test_admission_prints_cpu_per_call_of_each_server_process() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.admission", "--streams", "4", "--rounds", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    bare, ours = run.stdout.splitlines()
+    assert bare.startswith("round 1 G1: CPU ms per call")
+    assert "4 calls in" in bare
+    names = re.findall(r"(\w[\w-]*) \d+\.\d\d", ours.split("(", 1)[1])
+    assert names == ["edge", "nats", "producer-0", "producer-1"]
