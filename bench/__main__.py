@@ -143,8 +143,8 @@ writing pre-built messages one per write / in batches of the same byte bound; `N
 plain nats-py publish to subscribe through the same nats-server (core / JetStream with an \
 ack per publish). Latency is from the producer stamping the chunk to the client receiving it \
 (G has no producer, so none). Ratios xG1, xGb, xN are chunks/s against the baseline at the \
-same chunk size and stream count. CPU s and peak RSS MiB: per process (edge, producers, nats-server, \
-client, baseline server or publisher), during the run.
+same chunk size and stream count. CPU s and peak RSS MiB: per process (edge, producers, \
+nats-server, client, baseline server or publisher), during the run.
 
 ### Targets
 

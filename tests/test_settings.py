@@ -11,6 +11,7 @@ import pytest
 
 from streamer_common.ids import id_problem
 from streamer_common.settings import SettingsError, load, parse_duration, variables
+from streamer_edge.memory import cgroup_limit, check_memory_limit, worst_case_bytes
 from streamer_edge.settings import EdgeSettings
 from streamer_producer.settings import ProducerSettings
 
@@ -85,3 +86,29 @@ def test_every_setting_is_documented() -> None:
 @pytest.mark.parametrize("good", ["a", "A-z_0", "x" * 128])
 def test_good_ids(good: str) -> None:
     assert id_problem(good) is None
+
+
+@pytest.mark.parametrize(
+    ("limit", "streams", "warned"),
+    [
+        ("536870912\n", 170, False),  # 170 x 2.25 MiB + 128 MiB = 510.5 MiB fits 512 MiB
+        ("536870912\n", 171, True),  # 512.75 MiB does not
+        ("max\n", 100_000, False),  # cgroup v2 without a limit
+        ("9223372036854771712\n", 100_000, False),  # cgroup v1 without a limit
+    ],
+)
+def test_the_edge_warns_when_slow_clients_could_exceed_its_memory_limit(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, limit: str, streams: int, warned: bool
+) -> None:
+    settings = load(EdgeSettings, "EDGE", {**TLS, "EDGE_MAX_STREAMS": str(streams)})
+    memory_max = tmp_path / "memory.max"
+    memory_max.write_text(limit)
+
+    check_memory_limit(settings, [tmp_path / "absent", memory_max])
+
+    assert worst_case_bytes(settings) == streams * (2 * 1024 * 1024 + 256 * 1024) + 128 * 2**20
+    assert any("EDGE_MAX_STREAMS" in r.getMessage() for r in caplog.records) == warned
+
+
+def test_no_cgroup_file_means_no_memory_limit(tmp_path: Path) -> None:
+    assert cgroup_limit([tmp_path / "memory.max"]) is None

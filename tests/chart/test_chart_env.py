@@ -48,6 +48,7 @@ def test_numbers_render_whole_and_lists_comma_separated() -> None:
     docs = render(
         None,
         "edge.config.maxStreams=1000000",
+        "edge.resources.limits.memory=3Ti",
         "config.maxMessageBytes=8000000",
         "producer.handlerModules={acme.a,acme.b}",
     )

@@ -317,3 +317,31 @@ volumeMounts:
   - name: tmp
     mountPath: /tmp
 {{- end }}
+
+{{/* Bytes in a Kubernetes memory quantity ("512Mi", "2.5Gi", "1G", "1073741824"), as a float. */}}
+{{- define "streamer.quantityBytes" -}}
+{{- $quantity := toString . }}
+{{- $units := dict "" 1.0 "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 "k" 1000.0 "M" 1000000.0 "G" 1000000000.0 "T" 1000000000000.0 }}
+{{- $number := regexReplaceAll "[A-Za-z]+$" $quantity "" }}
+{{- $unit := trimPrefix $number $quantity }}
+{{- if not (and (regexMatch "^[0-9]+(\\.[0-9]+)?$" $number) (hasKey $units $unit)) }}
+{{- fail (printf "cannot read the memory quantity %q: use a number with Ki, Mi, Gi, Ti, k, M, G or T" $quantity) }}
+{{- end }}
+{{- mulf (float64 $number) (get $units $unit) }}
+{{- end }}
+
+{{/*
+Fails unless the edge's memory limit holds what the edge may hold when every client reads
+slowly: per stream, its buffer of data pulled from NATS and one Batch (EDGE_MAX_BATCH_BYTES,
+256 KiB) in gRPC, plus 128 MiB for the process. Past the limit the kernel would kill the edge
+and every stream on it.
+*/}}
+{{- define "streamer.checkEdgeMemory" -}}
+{{- $limit := include "streamer.quantityBytes" .Values.edge.resources.limits.memory | float64 }}
+{{- $config := .Values.edge.config }}
+{{- $perStream := addf $config.streamBufferBytes 262144 }}
+{{- $needed := addf (mulf $config.maxStreams $perStream) 134217728 }}
+{{- if gt $needed $limit }}
+{{- fail (printf "edge.resources.limits.memory (%s) is less than the edge may hold with slow clients: edge.config.maxStreams (%d) x (streamBufferBytes %d + 256 KiB of gRPC buffer) + 128 MiB = %d Mi. Raise the limit, or lower maxStreams or streamBufferBytes" .Values.edge.resources.limits.memory ($config.maxStreams | int) ($config.streamBufferBytes | int) (divf $needed 1048576.0 | ceil | int)) }}
+{{- end }}
+{{- end }}

@@ -16,6 +16,7 @@ from streamer_common.metrics import EdgeMetrics, QueueMetrics, new_registry
 from streamer_common.natsio import connect
 from streamer_common.topology import Topology, ensure_topology
 from streamer_edge.interest import Interest
+from streamer_edge.memory import check_memory_limit
 from streamer_edge.observe import ServerTelemetry
 from streamer_edge.readers import ReaderPool
 from streamer_edge.server import SERVICE_NAME, build_probe_server, build_server
@@ -98,7 +99,7 @@ async def shutdown(
 
 def main() -> None:
     """Read settings, set up logging and tracing, serve until told to stop."""
-    run_service("streamer-edge", load_settings, serve)
+    run_service("streamer-edge", load_settings, serve, prepare=check_memory_limit)
 
 
 if __name__ == "__main__":
