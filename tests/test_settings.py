@@ -91,8 +91,8 @@ def test_good_ids(good: str) -> None:
 @pytest.mark.parametrize(
     ("limit", "streams", "warned"),
     [
-        ("536870912\n", 170, False),  # 170 x 2.25 MiB + 128 MiB = 510.5 MiB fits 512 MiB
-        ("536870912\n", 171, True),  # 512.75 MiB does not
+        ("536870912\n", 153, False),  # 153 x 2.5 MiB + 128 MiB = 510.5 MiB fits 512 MiB
+        ("536870912\n", 154, True),  # 513 MiB does not
         ("max\n", 100_000, False),  # cgroup v2 without a limit
         ("9223372036854771712\n", 100_000, False),  # cgroup v1 without a limit
     ],
@@ -106,7 +106,7 @@ def test_the_edge_warns_when_slow_clients_could_exceed_its_memory_limit(
 
     check_memory_limit(settings, [tmp_path / "absent", memory_max])
 
-    assert worst_case_bytes(settings) == streams * (2 * 1024 * 1024 + 256 * 1024) + 128 * 2**20
+    assert worst_case_bytes(settings) == streams * (2 * 1024 * 1024 + 512 * 1024) + 128 * 2**20
     assert any("EDGE_MAX_STREAMS" in r.getMessage() for r in caplog.records) == warned
 
 

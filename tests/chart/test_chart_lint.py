@@ -63,9 +63,9 @@ def failure(*sets: str) -> str:
             "producer.keda.natsMonitoringEndpoint is required",
         ),
         (
-            ("edge.resources.limits.memory=2Gi",),
-            "edge.config.maxStreams (1000) x (streamBufferBytes 2097152 + 256 KiB of gRPC buffer)"
-            " + 128 MiB = 2378 Mi",
+            ("edge.resources.limits.memory=2560Mi",),
+            "edge.config.maxStreams (1000) x (streamBufferBytes 2097152 + 512 KiB in gRPC)"
+            " + 128 MiB = 2628 Mi",
         ),
         (("edge.resources.limits.memory=lots",), 'cannot read the memory quantity "lots"'),
     ],
@@ -74,11 +74,11 @@ def test_mistakes_fail_with_a_message_naming_the_value(sets: tuple[str, ...], me
     assert message in failure(*sets)
 
 
-@pytest.mark.parametrize(("limit", "streams"), [("512Mi", 170), ("0.5Gi", 170), ("3G", 1214)])
+@pytest.mark.parametrize(("limit", "streams"), [("512Mi", 153), ("0.5Gi", 153), ("3G", 1093)])
 def test_the_edge_memory_limit_may_hold_exactly_max_streams_slow_streams(
     limit: str, streams: int
 ) -> None:
-    # 170 x 2.25 MiB + 128 MiB = 510.5 MiB, one stream more 512.75; 3G is 2861 MiB.
+    # 153 x 2.5 MiB + 128 MiB = 510.5 MiB, one stream more 513; 3G is 2861 MiB.
     sets = (f"edge.resources.limits.memory={limit}", f"edge.config.maxStreams={streams}")
     assert any(m["kind"] == "Deployment" for m in render(None, *sets))
     assert "Raise the limit" in failure(sets[0], f"edge.config.maxStreams={streams + 1}")

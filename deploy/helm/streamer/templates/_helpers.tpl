@@ -332,16 +332,16 @@ volumeMounts:
 
 {{/*
 Fails unless the edge's memory limit holds what the edge may hold when every client reads
-slowly: per stream, its buffer of data pulled from NATS and one Batch (EDGE_MAX_BATCH_BYTES,
-256 KiB) in gRPC, plus 128 MiB for the process. Past the limit the kernel would kill the edge
+slowly: per stream, its buffer of data pulled from NATS and two Batches' worth
+(EDGE_MAX_BATCH_BYTES, 256 KiB) being encoded and sent by gRPC, plus 128 MiB for the process. Past the limit the kernel would kill the edge
 and every stream on it.
 */}}
 {{- define "streamer.checkEdgeMemory" -}}
 {{- $limit := include "streamer.quantityBytes" .Values.edge.resources.limits.memory | float64 }}
 {{- $config := .Values.edge.config }}
-{{- $perStream := addf $config.streamBufferBytes 262144 }}
+{{- $perStream := addf $config.streamBufferBytes 524288 }}
 {{- $needed := addf (mulf $config.maxStreams $perStream) 134217728 }}
 {{- if gt $needed $limit }}
-{{- fail (printf "edge.resources.limits.memory (%s) is less than the edge may hold with slow clients: edge.config.maxStreams (%d) x (streamBufferBytes %d + 256 KiB of gRPC buffer) + 128 MiB = %d Mi. Raise the limit, or lower maxStreams or streamBufferBytes" .Values.edge.resources.limits.memory ($config.maxStreams | int) ($config.streamBufferBytes | int) (divf $needed 1048576.0 | ceil | int)) }}
+{{- fail (printf "edge.resources.limits.memory (%s) is less than the edge may hold with slow clients: edge.config.maxStreams (%d) x (streamBufferBytes %d + 512 KiB in gRPC) + 128 MiB = %d Mi. Raise the limit, or lower maxStreams or streamBufferBytes" .Values.edge.resources.limits.memory ($config.maxStreams | int) ($config.streamBufferBytes | int) (divf $needed 1048576.0 | ceil | int)) }}
 {{- end }}
 {{- end }}

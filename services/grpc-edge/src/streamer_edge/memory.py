@@ -19,8 +19,12 @@ _UNLIMITED = 1 << 60  # cgroup v1 reports "no limit" as a number near 2**63
 
 
 def worst_case_bytes(settings: EdgeSettings) -> int:
-    """Memory with every client slow: per stream, its buffer and one Batch held by gRPC."""
-    per_stream = settings.stream_buffer_bytes + settings.max_batch_bytes
+    """Memory with every client slow: per stream, its buffer and two Batches' worth in gRPC.
+
+    One item or Batch is being encoded (protobuf copies the bytes) while gRPC still holds the
+    previous one: 100 slow readers of 1 MiB chunks grew the edge by 2.48 MiB each.
+    """
+    per_stream = settings.stream_buffer_bytes + 2 * settings.max_batch_bytes
     return settings.max_streams * per_stream + PROCESS_BYTES
 
 
