@@ -10,6 +10,7 @@ against G1's bare call.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import subprocess
 import tempfile
@@ -30,10 +31,10 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def calls(stack: Stack, target: str, streams: int) -> float:
-    """Run `streams` one-chunk calls at once against `target`; seconds taken."""
+def calls(stack: Stack, target: str, streams: int) -> tuple[float, int]:
+    """Run `streams` one-chunk calls at once against `target`; seconds taken, calls failed."""
     began = time.monotonic()
-    subprocess.run(
+    run = subprocess.run(
         _python(
             "bench.client",
             "grpc",
@@ -57,18 +58,23 @@ def calls(stack: Stack, target: str, streams: int) -> float:
         check=True,
         cwd=ROOT,
         env=_env(),
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
     )
-    return time.monotonic() - began
+    failed = sum(1 for stream in json.loads(run.stdout)["streams"] if stream["problem"])
+    return time.monotonic() - began, failed
 
 
 def measure(stack: Stack, target: str, pids: dict[str, int], streams: int) -> str:
     """One round: milliseconds of CPU per call in each process, and the round's wall time."""
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-    wall = calls(stack, target, streams)
+    wall, failed = calls(stack, target, streams)
     spent = {name: (cpu_seconds(pid) - before[name]) * 1000 / streams for name, pid in pids.items()}
     figures = ", ".join(f"{name} {ms:.2f}" for name, ms in spent.items())
-    return f"CPU ms per call {sum(spent.values()):.2f} ({figures}); {streams} calls in {wall:.1f} s"
+    failures = f", {failed} FAILED" if failed else ""
+    return (
+        f"CPU ms per call {sum(spent.values()):.2f} ({figures}); "
+        f"{streams} calls in {wall:.1f} s{failures}"
+    )
 
 
 def main() -> None:

@@ -59,5 +59,6 @@ def test_admission_prints_cpu_per_call_of_each_server_process() -> None:
     bare, ours = run.stdout.splitlines()
     assert bare.startswith("round 1 G1: CPU ms per call")
     assert "4 calls in" in bare
+    assert "FAILED" not in run.stdout
     names = re.findall(r"(\w[\w-]*) \d+\.\d\d", ours.split("(", 1)[1])
     assert names == ["edge", "nats", "producer-0", "producer-1"]

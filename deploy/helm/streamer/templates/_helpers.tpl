@@ -333,8 +333,8 @@ volumeMounts:
 {{/*
 Fails unless the edge's memory limit holds what the edge may hold when every client reads
 slowly: per stream, its buffer of data pulled from NATS and two Batches' worth
-(EDGE_MAX_BATCH_BYTES, 256 KiB) being encoded and sent by gRPC, plus 128 MiB for the process. Past the limit the kernel would kill the edge
-and every stream on it.
+(EDGE_MAX_BATCH_BYTES, 256 KiB) being encoded and sent by gRPC, plus 128 MiB for the
+process. Past the limit the kernel would kill the edge and every stream on it.
 */}}
 {{- define "streamer.checkEdgeMemory" -}}
 {{- $limit := include "streamer.quantityBytes" .Values.edge.resources.limits.memory | float64 }}

@@ -40,7 +40,7 @@ def cgroup_limit(paths: Sequence[Path] = CGROUP_LIMITS) -> int | None:
 
 
 def check_memory_limit(settings: EdgeSettings, paths: Sequence[Path] = CGROUP_LIMITS) -> None:
-    """Warn when slow clients could take the edge past its memory limit, to be killed."""
+    """Warn when slow clients could make the edge exceed its memory limit (and be killed)."""
     limit, needed = cgroup_limit(paths), worst_case_bytes(settings)
     if limit is not None and needed > limit:
         logger.warning(
