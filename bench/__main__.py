@@ -143,8 +143,14 @@ writing pre-built messages one per write / in batches of the same byte bound; `N
 plain nats-py publish to subscribe through the same nats-server (core / JetStream with an \
 ack per publish). Latency is from the producer stamping the chunk to the client receiving it \
 (G has no producer, so none). Ratios xG1, xGb, xN are chunks/s against the baseline at the \
-same chunk size and stream count. CPU s and peak RSS MiB: per process (edge, producers, \
-nats-server, client, baseline server or publisher), during the run.
+same chunk size and stream count. `paced` runs search, from the `max` rate down, for the \
+highest rate a handler pacing its chunks (a few every millisecond) can sustain: each NATS \
+message then carries a few chunks, not thousands, so paced traffic costs more per chunk \
+than a run at full speed. A run kept up when its median stream, from first chunk to last, \
+ran at 0.97 of the asked rate or more; else the next run asks 0.8 of what it reached, at \
+most five runs. `half` runs are paced at half the rate found (after five runs that all \
+fell behind, half the rate a sixth would ask). CPU s and peak RSS MiB: per process \
+(edge, producers, nats-server, client, baseline server or publisher), during the run.
 
 ### Targets
 

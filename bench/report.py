@@ -248,7 +248,7 @@ def targets_markdown(verdicts: list[dict[str, Any]]) -> str:
 
 
 def plots(results: list[Result], out: Path) -> list[Path]:
-    """throughput.png, latency.png and scaling.png in `out`."""
+    """throughput.png, latency.png, latency-load.png and scaling.png in `out`."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -295,10 +295,11 @@ def plots(results: list[Result], out: Path) -> list[Path]:
     ax.set(
         yscale="log",
         ylabel="end-to-end latency (ms)",
-        title="latency: half of max load; hold = open streams at 2 chunks/s",
+        title="latency at half the highest paced rate kept up with; hold = streams at 2 chunks/s",
     )
     ax.legend()
     made.append(_save(fig, out / "latency.png"))
+    made.append(_latency_by_load(plt, results, out / "latency-load.png"))
 
     sizes = sorted({r["size"] for r in results if r["load"] == "max"})
     fig, axes = plt.subplots(1, len(sizes), figsize=(5 * len(sizes), 4), squeeze=False)
@@ -321,6 +322,43 @@ def plots(results: list[Result], out: Path) -> list[Path]:
         ax.legend(fontsize="small")
     made.append(_save(fig, out / "scaling.png"))
     return made
+
+
+def _latency_by_load(plt: Any, results: list[Result], path: Path) -> Path:
+    """p50 and p99 against the paced load asked for, from every paced and half-load run."""
+    paced = [r for r in results if r["load"] in ("paced", "half") and r["latency_ms"]["p50"]]
+    levels = sorted({r["streams"] for r in paced}) or [0]
+    fig, axes = plt.subplots(1, len(levels), figsize=(5 * len(levels), 4), squeeze=False)
+    for ax, streams in zip(axes[0], levels, strict=True):
+        shapes = sorted({(r["system"], r["size"]) for r in paced if r["streams"] == streams})
+        for system, size in shapes:
+            runs = sorted(
+                (r["rate"] * streams, r["latency_ms"])
+                for r in paced
+                if (r["system"], r["size"], r["streams"]) == (system, size, streams)
+            )
+            loads = [load for load, _ in runs]
+            line = ax.plot(loads, [ms["p50"] for _, ms in runs], marker="o")[0]
+            line.set_label(f"{system} {_size(size)} p50")
+            ax.plot(
+                loads,
+                [ms["p99"] for _, ms in runs],
+                marker="x",
+                linestyle="--",
+                color=line.get_color(),
+                label=f"{system} {_size(size)} p99",
+            )
+        for bound in (2, 10):
+            ax.axhline(bound, color="grey", linestyle=":", linewidth=1)
+        ax.set(
+            xscale="log",
+            yscale="log",
+            xlabel="paced load asked for (chunks/s, all streams)",
+            ylabel="end-to-end latency (ms)",
+            title=f"latency against paced load, {streams} streams",
+        )
+        ax.legend(fontsize="x-small")
+    return _save(fig, path)
 
 
 def _save(fig: Any, path: Path) -> Path:

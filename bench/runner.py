@@ -23,6 +23,11 @@ from streamer_devstack.stack import Stack
 ROOT = Path(__file__).resolve().parents[1]
 PART = 256 * 1024  # PRODUCER_MAX_PART_BYTES: larger chunks travel as several items
 CLIENT_TIMEOUT = 180  # seconds a run may take before it counts as failed
+PACED_PROBES = 5  # paced runs at most, searching down for the rate the stack keeps up with
+# A paced run kept up if its median stream ran at this fraction of the asked rate, from first
+# chunk to last: over a probe of 2.5 s, latency grew by less than 75 ms.
+KEPT_UP = 0.97
+STEP_DOWN = 0.8  # after a run that fell behind, the next asks this fraction of what it reached
 OURS = ("stream", "batches")
 BASELINES = ("G1", "Gb", "N", "N-js")
 
@@ -52,7 +57,9 @@ class Scenario:
     size: int
     streams: int
     count: int
-    load: str = "max"  # "max", "half" (rate-limited at half the measured maximum) or "hold"
+    # "max"; "paced" (searching for the highest paced rate kept up with); "half" (paced at
+    # half of that); "hold" (slow streams held open)
+    load: str = "max"
     rate: int = 0
 
     @property
@@ -86,14 +93,16 @@ class Runner:
         self.progress = progress
         self.results: list[dict[str, Any]] = []
         self._done = 0
+        self._extra_probes = 0
         self._server_pid = 0
 
     @property
     def total(self) -> int:
-        """Runs this plan will make, for the progress counter."""
-        half = sum(2 for size, _ in self.plan.points if size <= 1024)
+        """Runs this plan will make, for the progress counter (paced searches may add some)."""
+        paced_and_half = sum(2 * len(OURS) for size, _ in self.plan.points if size <= 1024)
         probes = len({s for _, s in self.plan.points if s >= 100 and self.plan.probe_streams})
-        return len(self.plan.points) * (len(OURS) + len(BASELINES)) + half + probes
+        runs = len(self.plan.points) * (len(OURS) + len(BASELINES)) + paced_and_half + probes
+        return runs + self._extra_probes
 
     def run(self) -> list[dict[str, Any]]:
         """Every point, grouped by stream count so each group shares one stack."""
@@ -149,10 +158,30 @@ class Runner:
         if size > 1024:
             return
         for system in OURS:
-            peak = measured[system]["chunks_per_s"] or 1.0
-            rate = max(1, int(peak / 2 / streams))
+            peak = max(1, int(measured[system]["chunks_per_s"] / streams))
+            rate = max(1, self._kept_up_rate(stack, port, system, size, streams, peak) // 2)
             half_count = max(1, int(rate * self.plan.half_load_seconds))
             self._run(stack, port, Scenario(system, size, streams, half_count, "half", rate))
+
+    def _kept_up_rate(
+        self, stack: Stack, port: int, system: str, size: int, streams: int, rate: int
+    ) -> int:
+        """The highest paced rate per stream the stack keeps up with, searched down from `rate`.
+
+        A paced handler hands over a few chunks at a time, so each NATS message carries few
+        chunks and costs more per chunk than in a run at full speed: the unpaced maximum
+        overstates the paced traffic the stack sustains, and half of it can be overload.
+        """
+        for probe in range(PACED_PROBES):
+            if probe:
+                self._extra_probes += 1
+            count = max(2, int(rate * self.plan.half_load_seconds / 2))
+            result = self._run(stack, port, Scenario(system, size, streams, count, "paced", rate))
+            lower = next_probe(rate, result["kept_rate"])
+            if lower is None:
+                return rate
+            rate = lower
+        return rate
 
     def _probe(self, stack: Stack, streams: int) -> None:
         """Hold `streams` slow streams open: the edge's memory growth per open stream."""
@@ -281,6 +310,23 @@ class Runner:
             return None
 
 
+def next_probe(rate: int, kept: float | None) -> int | None:
+    """None if streams paced at `rate` chunks/s kept up at `kept`; else the next rate to try."""
+    if kept is not None and kept >= KEPT_UP * rate:
+        return None
+    return max(1, min(rate - 1, int((kept or 0) * STEP_DOWN)))
+
+
+def _kept_rate(tallies: list[dict[str, Any]]) -> float | None:
+    """Median chunks/s of the streams from their first chunk to their last (start excluded)."""
+    rates = [
+        ((t["next_sequence"] - 1) // t["parts"] - 1) / (t["done"] - t["first"])
+        for t in tallies
+        if t["first"] and t["done"] > t["first"] and (t["next_sequence"] - 1) // t["parts"] > 1
+    ]
+    return round(statistics.median(rates), 1) if rates else None
+
+
 def summarise(
     scenario: Scenario, raw: dict[str, Any] | None, processes: dict[str, Any]
 ) -> dict[str, Any]:
@@ -321,6 +367,7 @@ def summarise(
         "bytes": total_bytes,
         "chunks_per_s": round(chunks / wall, 1),
         "mb_per_s": round(total_bytes / wall / 1e6, 2),
+        "kept_rate": _kept_rate(tallies),
         "stream_mb_per_s": {
             "min": round(per_stream[0], 3),
             "median": round(statistics.median(per_stream), 3),

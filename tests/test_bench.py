@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.runner import next_probe
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -34,15 +36,24 @@ def test_tiny_bench_measures_every_system_and_writes_every_output(tmp_path: Path
     for r in ours:
         assert set(r["processes"]) == {"edge", "producer-0", "producer-1", "nats", "client"}
         assert all(p["cpu_s"] >= 0 and p["peak_rss_mib"] > 0 for p in r["processes"].values())
-    assert {r["load"] for r in ours} == {"max", "half"}
+    assert {r["load"] for r in ours} == {"max", "paced", "half"}
+    assert all(r["kept_rate"] for r in ours if r["load"] == "paced")
     markdown = (tmp_path / "tiny.md").read_text()
     row = next(line for line in markdown.splitlines() if line.startswith("| batches 64 B x2 max |"))
     rss = row.rstrip(" |").rsplit("|", 1)[1]
     assert [part.split()[0] for part in rss.split(",")] == ["edge", "prod", "prod", "nats", "clie"]
     assert "### Targets" in markdown
-    for plot in ("throughput.png", "latency.png", "scaling.png"):
+    for plot in ("throughput.png", "latency.png", "latency-load.png", "scaling.png"):
         assert (tmp_path / plot).read_bytes().startswith(b"\x89PNG")
-    assert "[1/14]" in run.stderr, "progress is shown while running"
+    assert "[1/16]" in run.stderr, "progress is shown while running"
+
+
+def test_paced_search_stops_once_streams_keep_up_else_asks_less_than_they_reached() -> None:
+    assert next_probe(1000, 970.0) is None
+    assert next_probe(1000, 969.0) == 775
+    assert next_probe(1000, 500.0) == 400
+    assert next_probe(2, 1.9) == 1
+    assert next_probe(1000, None) == 1
 
 
 @pytest.mark.timeout(120)
