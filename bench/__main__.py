@@ -41,7 +41,7 @@ PLANS = {
         max_chunks=200,
         max_bytes=MiB,
         half_load_seconds=0.5,
-        probe_streams=0,
+        probe_streams=2,
     ),
 }
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import time
 from pathlib import Path
 
 import grpc
@@ -50,7 +51,13 @@ class Baseline(stream_pb2_grpc.StreamerServicer):
         self._max_batch_bytes = max_batch_bytes
 
     async def Stream(self, request, context):  # type: ignore[no-untyped-def]
-        for message in messages(*_shape(request)):
+        rate = int(request.params.get("rate", "0"))
+        started = time.monotonic()
+        for index, message in enumerate(messages(*_shape(request))):
+            # Paced as the bench handler paces (the memory probe holds slow streams open).
+            ahead = started + index / rate - time.monotonic() if rate else 0.0
+            if ahead > 0.001:
+                await asyncio.sleep(ahead)
             await context.write(message)
 
     async def StreamBatches(self, request, context):  # type: ignore[no-untyped-def]

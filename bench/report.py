@@ -196,12 +196,16 @@ def _thousand(results: list[Result]) -> list[tuple[str, float | None, float, str
             )
     # The target is per stream at 1000 open; with fewer open, one-off growth (the reader
     # connection pool, first-use allocations) weighs more, so that figure is reported only.
-    probes = [r for r in results if r["load"] == "hold" and r["streams"] >= 1000]
+    probes = [
+        r
+        for r in results
+        if (r["system"], r["load"]) == ("stream", "hold") and r["streams"] >= 1000
+    ]
     for probe in probes:
         checks.append(
             (
                 f"edge KiB per open stream ({probe['streams']} open)",
-                probe.get("edge_kib_per_stream"),
+                probe.get("kib_per_stream"),
                 50,
                 "<",
             )
@@ -220,18 +224,30 @@ def _half_load(results: list[Result]) -> list[tuple[str, float | None, float, st
 
 
 def memory_markdown(results: list[Result]) -> str:
-    """Edge memory per open stream from every probe, fewest streams first."""
+    """Memory per open stream of the edge and of G1 from every probe, fewest streams first."""
     probes = sorted(
-        (r for r in results if r["load"] == "hold" and "edge_kib_per_stream" in r),
+        (r for r in results if r["load"] == "hold" and "kib_per_stream" in r),
         key=lambda r: r["streams"],
     )
-    figures = ", ".join(f"{r['edge_kib_per_stream']} KiB with {r['streams']} open" for r in probes)
+    held = sorted({r["streams"] for r in probes})
+    figures = "; ".join(
+        f"with {streams} open, the edge {_kib(probes, 'stream', streams)} KiB and the bare "
+        f"grpcio server (G1) {_kib(probes, 'G1', streams)} KiB"
+        for streams in held
+    )
     return (
-        f"Edge memory per open stream (growth of the edge's peak RSS while holding slow "
-        f"streams, divided by their number): {figures}."
+        f"Memory per open stream (growth of the server's peak RSS while holding slow "
+        f"streams at 2 chunks/s, divided by their number): {figures}."
         if probes
         else ""
     )
+
+
+def _kib(probes: list[Result], system: str, streams: int) -> str:
+    found = [
+        r["kib_per_stream"] for r in probes if (r["system"], r["streams"]) == (system, streams)
+    ]
+    return f"{found[0]}" if found else "—"
 
 
 def targets_markdown(verdicts: list[dict[str, Any]]) -> str:

@@ -100,7 +100,7 @@ class Runner:
     def total(self) -> int:
         """Runs this plan will make, for the progress counter (paced searches may add some)."""
         paced_and_half = sum(2 * len(OURS) for size, _ in self.plan.points if size <= 1024)
-        probes = len({s for _, s in self.plan.points if s >= 100 and self.plan.probe_streams})
+        probes = 2 * len({s for _, s in self.plan.points if self._probes_at(s)})
         runs = len(self.plan.points) * (len(OURS) + len(BASELINES)) + paced_and_half + probes
         return runs + self._extra_probes
 
@@ -109,8 +109,8 @@ class Runner:
         for streams in sorted({streams for _, streams in self.plan.points}):
             sizes = [size for size, s in self.plan.points if s == streams]
             with self._stack(streams) as stack, self._baseline_server(stack) as port:
-                if streams >= 100 and self.plan.probe_streams:
-                    self._probe(stack, min(streams, self.plan.probe_streams))
+                if self._probes_at(streams):
+                    self._probe(stack, port, min(streams, self.plan.probe_streams))
                 for size in sizes:
                     self._point(stack, port, size, streams)
         return self.results
@@ -183,14 +183,22 @@ class Runner:
             rate = lower
         return rate
 
-    def _probe(self, stack: Stack, streams: int) -> None:
-        """Hold `streams` slow streams open: the edge's memory growth per open stream."""
+    def _probes_at(self, streams: int) -> bool:
+        """Memory is probed on the stack for 100 streams and more (tiny plans: any)."""
+        return bool(self.plan.probe_streams) and streams >= min(100, self.plan.probe_streams)
+
+    def _probe(self, stack: Stack, port: int, streams: int) -> None:
+        """Hold `streams` slow streams open on the edge, then on G1: memory per open stream."""
         assert stack.edge is not None
-        before = rss_bytes(stack.edge.pid)
-        result = self._run(stack, 0, Scenario("stream", 64, streams, 10, "hold", 2))
-        grown = result["processes"]["edge"]["peak_rss_mib"] * 2**20 - before
-        result["edge_kib_per_stream"] = round(grown / streams / 1024, 1)
-        self.progress(f"    edge memory per open stream: {result['edge_kib_per_stream']} KiB")
+        for system, process, pid in (
+            ("stream", "edge", stack.edge.pid),
+            ("G1", "baseline-grpc", self._server_pid),
+        ):
+            before = rss_bytes(pid)
+            result = self._run(stack, port, Scenario(system, 64, streams, 10, "hold", 2))
+            grown = result["processes"][process]["peak_rss_mib"] * 2**20 - before
+            result["kib_per_stream"] = round(grown / streams / 1024, 1)
+            self.progress(f"    {process} memory per open stream: {result['kib_per_stream']} KiB")
 
     def _run(self, stack: Stack, port: int, scenario: Scenario) -> dict[str, Any]:
         self._done += 1

@@ -42,10 +42,13 @@ def test_tiny_bench_measures_every_system_and_writes_every_output(tmp_path: Path
     row = next(line for line in markdown.splitlines() if line.startswith("| batches 64 B x2 max |"))
     rss = row.rstrip(" |").rsplit("|", 1)[1]
     assert [part.split()[0] for part in rss.split(",")] == ["edge", "prod", "prod", "nats", "clie"]
+    held = {r["system"]: r["kib_per_stream"] for r in results if r["load"] == "hold"}
+    assert set(held) == {"stream", "G1"}, "memory is probed on the edge and on G1"
+    assert "with 2 open, the edge" in markdown
     assert "### Targets" in markdown
     for plot in ("throughput.png", "latency.png", "latency-load.png", "scaling.png"):
         assert (tmp_path / plot).read_bytes().startswith(b"\x89PNG")
-    assert "[1/16]" in run.stderr, "progress is shown while running"
+    assert "[1/18]" in run.stderr, "progress is shown while running"
 
 
 def test_paced_search_stops_once_streams_keep_up_else_asks_less_than_they_reached() -> None:
