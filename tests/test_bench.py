@@ -36,7 +36,7 @@ def test_tiny_bench_measures_every_system_and_writes_every_output(tmp_path: Path
     for r in ours:
         assert set(r["processes"]) == {"edge", "producer-0", "producer-1", "nats", "client"}
         assert all(p["cpu_s"] >= 0 and p["peak_rss_mib"] > 0 for p in r["processes"].values())
-    assert {r["load"] for r in ours} == {"max", "paced", "half"}
+    assert {r["load"] for r in ours} == {"max", "paced", "half", "hold"}
     assert all(r["kept_rate"] for r in ours if r["load"] == "paced")
     markdown = (tmp_path / "tiny.md").read_text()
     row = next(line for line in markdown.splitlines() if line.startswith("| batches 64 B x2 max |"))
