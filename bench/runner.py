@@ -178,7 +178,7 @@ class Runner:
             count = max(2, int(rate * self.plan.half_load_seconds / 2))
             result = self._run(stack, port, Scenario(system, size, streams, count, "paced", rate))
             lower = next_probe(rate, result["kept_rate"])
-            if lower is None:
+            if lower is None or lower == rate:  # kept up, or 1 chunk/s did not
                 return rate
             rate = lower
         return rate
