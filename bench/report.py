@@ -371,7 +371,7 @@ def _latency_by_load(plt: Any, results: list[Result], path: Path) -> Path:
             yscale="log",
             xlabel="paced load asked for (chunks/s, all streams)",
             ylabel="end-to-end latency (ms)",
-            title=f"latency against paced load, {streams} streams",
+            title=f"latency against paced load, {streams} stream{'s' * (streams != 1)}",
         )
         ax.legend(fontsize="x-small")
     return _save(fig, path)
