@@ -285,14 +285,7 @@ def plots(results: list[Result], out: Path) -> list[Path]:
             )
             if points:
                 ax.plot(*zip(*points, strict=True), marker="o", label=system)
-        ax.set(
-            xscale="log",
-            yscale="log",
-            xlabel="chunk size (bytes)",
-            ylabel="MB/s",
-            title=f"throughput, {streams} streams",
-        )
-        ax.legend(fontsize="small")
+        _log_log(ax, "chunk size (bytes)", "MB/s", f"throughput, {streams} streams", legend="small")
     made.append(_save(fig, out / "throughput.png"))
 
     latency = [r for r in results if r["load"] in ("half", "hold") and r["latency_ms"]["p50"]]
@@ -305,8 +298,7 @@ def plots(results: list[Result], out: Path) -> list[Path]:
             width=0.27,
             label=key,
         )
-    for bound in (2, 10):
-        ax.axhline(bound, color="grey", linestyle=":", linewidth=1)
+    _latency_bounds(ax)
     ax.set_xticks(range(len(latency)), labels, fontsize="x-small", rotation=60)
     ax.set(
         yscale="log",
@@ -328,14 +320,9 @@ def plots(results: list[Result], out: Path) -> list[Path]:
             )
             if points:
                 ax.plot(*zip(*points, strict=True), marker="o", label=system)
-        ax.set(
-            xscale="log",
-            yscale="log",
-            xlabel="concurrent streams",
-            ylabel="chunks/s",
-            title=f"scaling, {_size(size)} chunks",
+        _log_log(
+            ax, "concurrent streams", "chunks/s", f"scaling, {_size(size)} chunks", legend="small"
         )
-        ax.legend(fontsize="small")
     made.append(_save(fig, out / "scaling.png"))
     return made
 
@@ -364,17 +351,26 @@ def _latency_by_load(plt: Any, results: list[Result], path: Path) -> Path:
                 color=line.get_color(),
                 label=f"{system} {_size(size)} p99",
             )
-        for bound in (2, 10):
-            ax.axhline(bound, color="grey", linestyle=":", linewidth=1)
-        ax.set(
-            xscale="log",
-            yscale="log",
-            xlabel="paced load asked for (chunks/s, all streams)",
-            ylabel="end-to-end latency (ms)",
-            title=f"latency against paced load, {streams} stream{'s' * (streams != 1)}",
+        _latency_bounds(ax)
+        _log_log(
+            ax,
+            "paced load asked for (chunks/s, all streams)",
+            "end-to-end latency (ms)",
+            f"latency against paced load, {streams} stream{'s' * (streams != 1)}",
+            legend="x-small",
         )
-        ax.legend(fontsize="x-small")
     return _save(fig, path)
+
+
+def _log_log(ax: Any, xlabel: str, ylabel: str, title: str, legend: str) -> None:
+    ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.legend(fontsize=legend)
+
+
+def _latency_bounds(ax: Any) -> None:
+    """The half-load targets: p50 under 2 ms, p99 under 10 ms."""
+    for bound in (2, 10):
+        ax.axhline(bound, color="grey", linestyle=":", linewidth=1)
 
 
 def _save(fig: Any, path: Path) -> Path:
