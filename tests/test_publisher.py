@@ -13,7 +13,7 @@ from streamer_common.frames import Position
 from streamer_common.metrics import ProducerMetrics
 from streamer_common.topology import JOBS_CONSUMER
 from streamer_devstack.stack import Stack
-from streamer_producer.publisher import ReadAhead, StreamWriter, pump
+from streamer_producer.publisher import ReadAhead, Ready, StreamWriter, pump
 from support import collect, new_id, request
 
 MAX_BATCH = 256 * 1024
@@ -35,9 +35,9 @@ async def test_a_handler_that_never_awaits_is_published_a_message_at_a_time(
     made_at_write: list[int] = []
 
     class Recording(StreamWriter):
-        async def write(self, parts: list) -> None:  # type: ignore[type-arg]
+        async def write(self, ready: Ready) -> None:
             made_at_write.append(made)
-            await super().write(parts)
+            await super().write(ready)
 
     writer = Recording(
         nc,
@@ -61,6 +61,60 @@ async def test_a_handler_that_never_awaits_is_published_a_message_at_a_time(
     # filled the whole read-ahead (four messages' worth) without letting anything else run.
     one_message = MAX_BATCH // (64 + ReadAhead.PART_COST)
     assert made_at_write[0] <= one_message + 1
+
+
+async def test_a_handler_runs_ahead_of_a_stalled_publish_by_the_read_ahead_bound(
+    make_stack: StackFactory,
+) -> None:
+    stack = make_stack(producers=0)
+    nc = await nats.connect(stack.nats.url)
+    made = 0
+
+    async def busy_handler() -> AsyncIterator[bytes]:
+        nonlocal made
+        for _ in range(50_000):
+            made += 1
+            yield b"x" * 64
+
+    stalled = asyncio.Event()
+    release = asyncio.Event()
+    in_flight: list[int] = []
+
+    class Stalling(StreamWriter):
+        async def write(self, ready: Ready) -> None:
+            if not in_flight:
+                in_flight.append(len(ready.payloads))
+                stalled.set()
+                await release.wait()
+            await super().write(ready)
+
+    writer = Stalling(
+        nc,
+        "STREAMER_DATA",
+        new_id(),
+        Position(),
+        0,
+        max_message_bytes=1024 * 1024,
+        metrics=ProducerMetrics(CollectorRegistry(), 1),
+    )
+    pumping = asyncio.create_task(
+        pump(busy_handler(), writer, max_part=MAX_BATCH, max_batch=MAX_BATCH, stop=asyncio.Event())
+    )
+    try:
+        await asyncio.wait_for(stalled.wait(), 10)
+        await asyncio.sleep(0.5)  # the handler runs until the read-ahead is full, then waits
+        buffered = made - in_flight[0]
+        release.set()
+        finished = await asyncio.wait_for(pumping, 30)
+    finally:
+        pumping.cancel()
+        await nc.close()
+
+    # Four messages' worth of parts wait for the stalled publish, and not one more.
+    bound = 4 * MAX_BATCH // (64 + ReadAhead.PART_COST)
+    assert bound <= buffered <= bound + 1
+    assert finished
+    assert writer.published_items == 50_000
 
 
 def waiting_pull_requests(stack: Stack) -> int:

@@ -41,12 +41,21 @@ class PublishOutage(Exception):
 
 
 class Part(NamedTuple):
-    """One `Data` item, and where the job resumes after it: chunk `chunk`, minus `skip` parts.
-
-    A tuple, not a dataclass: one is made per chunk, on the hot path.
-    """
+    """One `Data` item, and where the job resumes after it: chunk `chunk`, minus `skip` parts."""
 
     payload: bytes
+    chunk: int
+    skip: int
+
+
+class Ready(NamedTuple):
+    """Consecutive parts to publish as one message, and where the job resumes after them.
+
+    One is made per message; the read-ahead keeps its parts as plain tuples, since making
+    a `Part` per chunk costs more than the rest of a small chunk's way through the producer.
+    """
+
+    payloads: list[bytes]
     chunk: int
     skip: int
 
@@ -80,22 +89,20 @@ class StreamWriter:
         self.published_messages = 0
         self._unconfirmed: str | None = None
 
-    async def write(self, parts: list[Part]) -> None:
+    async def write(self, ready: Ready) -> None:
         """Publish consecutive parts as one message."""
+        payloads = ready.payloads
         first = self.position.next_sequence
-        last = parts[-1]
-        after = Position(first + len(parts), last.chunk, last.skip)
-        headers = frames.data_headers(
-            self._stream_id, first, [len(part.payload) for part in parts], after
-        )
-        payload = b"".join(part.payload for part in parts)
+        after = Position(first + len(payloads), ready.chunk, ready.skip)
+        headers = frames.data_headers(self._stream_id, first, list(map(len, payloads)), after)
+        payload = b"".join(payloads)
         self._unconfirmed = headers[frames.MSG_ID]
         await self._publish(payload, headers)
         self._unconfirmed = None
         self.position = after
-        self.published_items += len(parts)
+        self.published_items += len(payloads)
         self.published_bytes += len(payload)
-        self._metrics.chunks_published.inc(len(parts))
+        self._metrics.chunks_published.inc(len(payloads))
         self._metrics.bytes_published.inc(len(payload))
 
     async def mark(self, status: str, error: str = "") -> None:
@@ -171,10 +178,11 @@ class ReadAhead:
 
     Each part counts `PART_COST` bytes more than its payload, so even empty chunks are
     bounded. `take` hands out every part that is ready, up to a message's worth, and
-    raises the handler's error only once the parts made before it are all taken. `put`
-    yields the event loop after each `turn` bytes, so a handler that never awaits lets
-    the publisher (and other jobs' acks) run once a message's worth is ready, not only
-    once the whole read-ahead is full.
+    raises the handler's error only once the parts made before it are all taken. `add`
+    does not wait, so a chunk costs no coroutine; it asks the caller to `settle` once a
+    `turn` of bytes was added (a handler that never awaits then lets the publisher and
+    other jobs' acks run once a message's worth is ready, not only once the whole
+    read-ahead is full) or once the read-ahead is full.
     """
 
     PART_COST = 64
@@ -183,26 +191,30 @@ class ReadAhead:
         self._limit = limit
         self._turn = turn
         self._since_yield = 0
-        self._parts: deque[Part] = deque()
+        self._parts: deque[tuple[bytes, int, int]] = deque()  # Part's fields, no Part
         self._bytes = 0
         self._ready = asyncio.Event()
         self._room = asyncio.Event()
         self._closed = False
         self._error: BaseException | None = None
 
-    async def put(self, part: Part) -> None:
-        """Add a part; waits while the buffer is full."""
-        while self._bytes >= self._limit:
-            self._room.clear()
-            await self._room.wait()
-        cost = len(part.payload) + self.PART_COST
-        self._parts.append(part)
+    def add(self, payload: bytes, chunk: int, skip: int) -> bool:
+        """Add a part; True when the caller must `await settle()` before adding more."""
+        cost = len(payload) + self.PART_COST
+        self._parts.append((payload, chunk, skip))
         self._bytes += cost
-        self._ready.set()
         self._since_yield += cost
+        self._ready.set()
+        return self._since_yield >= self._turn or self._bytes >= self._limit
+
+    async def settle(self) -> None:
+        """Yield the loop after a turn's worth of parts; wait while the read-ahead is full."""
         if self._since_yield >= self._turn:
             self._since_yield = 0
             await asyncio.sleep(0)
+        while self._bytes >= self._limit:
+            self._room.clear()
+            await self._room.wait()
 
     def close(self, error: BaseException | None = None) -> None:
         """No more parts: the handler finished, failed with `error`, or was stopped."""
@@ -210,25 +222,25 @@ class ReadAhead:
             self._closed, self._error = True, error
         self._ready.set()
 
-    async def take(self, max_bytes: int, max_items: int) -> list[Part]:
-        """Consecutive parts, at least one, of at most `max_bytes` together; [] at the end."""
+    async def take(self, max_bytes: int, max_items: int) -> Ready | None:
+        """Consecutive parts, at least one, of at most `max_bytes` together; None at the end."""
         parts = self._parts
         while not parts:
             if self._closed:
                 if self._error is not None:
                     raise self._error
-                return []
+                return None
             self._ready.clear()
             await self._ready.wait()
-        batch = [parts.popleft()]
-        size = len(batch[0].payload)
-        while parts and len(batch) < max_items and size + len(parts[0].payload) <= max_bytes:
-            part = parts.popleft()
-            batch.append(part)
-            size += len(part.payload)
-        self._bytes -= size + len(batch) * self.PART_COST
+        payload, chunk, skip = parts.popleft()
+        payloads, size = [payload], len(payload)
+        while parts and len(payloads) < max_items and size + len(parts[0][0]) <= max_bytes:
+            payload, chunk, skip = parts.popleft()
+            payloads.append(payload)
+            size += len(payload)
+        self._bytes -= size + len(payloads) * self.PART_COST
         self._room.set()
-        return batch
+        return Ready(payloads, chunk, skip)
 
 
 async def pump(
@@ -251,10 +263,10 @@ async def pump(
     producer = asyncio.create_task(_fill(ahead, chunks, writer.position, max_part))
     halt = asyncio.create_task(_halt_on(stop, producer, ahead))
     try:
-        while batch := await ahead.take(max_batch, max_items):
+        while ready := await ahead.take(max_batch, max_items):
             if stop.is_set():
                 return False
-            await writer.write(batch)
+            await writer.write(ready)
         return not stop.is_set()
     finally:
         halt.cancel()
@@ -276,8 +288,12 @@ async def _fill(
     try:
         async for chunk in chunks:
             skip = start.skip_parts if index == start.chunk else 0
-            for part in split(chunk, index, max_part, skip):
-                await ahead.put(part)
+            if skip or len(chunk) > max_part:
+                for part in split(chunk, index, max_part, skip):
+                    if ahead.add(*part):
+                        await ahead.settle()
+            elif ahead.add(chunk, index + 1, 0):  # most chunks: one part, no split
+                await ahead.settle()
             index += 1
     except Exception as error:
         ahead.close(error)
