@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import statistics
@@ -23,11 +24,12 @@ from streamer_devstack.stack import Stack
 ROOT = Path(__file__).resolve().parents[1]
 PART = 256 * 1024  # PRODUCER_MAX_PART_BYTES: larger chunks travel as several items
 CLIENT_TIMEOUT = 180  # seconds a run may take before it counts as failed
-PACED_PROBES = 5  # paced runs at most, searching down for the rate the stack keeps up with
+PACED_PROBES = 6  # paced runs at most, searching for the rate the stack keeps up with
 # A paced run kept up if its median stream ran at this fraction of the asked rate, from first
 # chunk to last: over a probe of 2.5 s, latency grew by less than 75 ms.
 KEPT_UP = 0.97
-STEP_DOWN = 0.8  # after a run that fell behind, the next asks this fraction of what it reached
+STEP_DOWN = 0.8  # until a run keeps up, the next asks at most this fraction of what one reached
+CLOSE_ENOUGH = 1.25  # the search ends once the rate kept up with is this close to one that was not
 OURS = ("stream", "batches")
 BASELINES = ("G1", "Gb", "N", "N-js")
 
@@ -172,16 +174,15 @@ class Runner:
         chunks and costs more per chunk than in a run at full speed: the unpaced maximum
         overstates the paced traffic the stack sustains, and half of it can be overload.
         """
+        search = PacedSearch(rate)
         for probe in range(PACED_PROBES):
             if probe:
                 self._extra_probes += 1
-            count = max(2, int(rate * self.plan.half_load_seconds / 2))
-            result = self._run(stack, port, Scenario(system, size, streams, count, "paced", rate))
-            lower = next_probe(rate, result["kept_rate"])
-            if lower is None or lower == rate:  # kept up, or 1 chunk/s did not
-                return rate
-            rate = lower
-        return rate
+            count = max(2, int(search.rate * self.plan.half_load_seconds / 2))
+            scenario = Scenario(system, size, streams, count, "paced", search.rate)
+            if search.record(self._run(stack, port, scenario)["kept_rate"]):
+                break
+        return search.found
 
     def _probes_at(self, streams: int) -> bool:
         """Memory is probed on the stack for 100 streams and more (tiny plans: any)."""
@@ -318,11 +319,41 @@ class Runner:
             return None
 
 
-def next_probe(rate: int, kept: float | None) -> int | None:
-    """None if streams paced at `rate` chunks/s kept up at `kept`; else the next rate to try."""
-    if kept is not None and kept >= KEPT_UP * rate:
-        return None
-    return max(1, min(rate - 1, int((kept or 0) * STEP_DOWN)))
+@dataclasses.dataclass
+class PacedSearch:
+    """Where the search for the highest paced rate kept up with stands, and what to ask next.
+
+    Until a run keeps up, each asks at most half the last rate, and at most `STEP_DOWN` of
+    what that run reached (a stack far behind says where its capacity is); once one has
+    kept up, the runs bisect (geometrically) between the highest rate kept up with and the
+    lowest one not, until the two are `CLOSE_ENOUGH`.
+    """
+
+    rate: int  # the rate the next run asks, per stream
+    kept: int = 0  # the highest rate a run kept up with (0: none yet)
+    behind: int = 0  # the lowest rate a run fell behind at (0: none yet)
+
+    def record(self, reached: float | None) -> bool:
+        """Record what the run at `rate` reached (None: nothing); True when the search is done."""
+        asked = self.rate
+        if reached is not None and reached >= KEPT_UP * asked:
+            self.kept = max(self.kept, asked)
+            if not self.behind:  # kept up at the unpaced maximum: nothing above to try
+                return True
+        else:
+            self.behind = min(self.behind or asked, asked)
+            if asked == 1:
+                return True
+        if self.kept:
+            self.rate = int(math.sqrt(self.kept * self.behind))
+            return self.behind <= CLOSE_ENOUGH * self.kept or self.rate in (self.kept, self.behind)
+        self.rate = max(1, min(asked // 2, int((reached or 0) * STEP_DOWN)))
+        return False
+
+    @property
+    def found(self) -> int:
+        """The rate kept up with; if none was, the rate a next run would have asked."""
+        return self.kept or self.rate
 
 
 def _kept_rate(tallies: list[dict[str, Any]]) -> float | None:

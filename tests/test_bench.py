@@ -6,11 +6,12 @@ import json
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from bench.runner import next_probe
+from bench.runner import PACED_PROBES, PacedSearch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,12 +52,40 @@ def test_tiny_bench_measures_every_system_and_writes_every_output(tmp_path: Path
     assert "[1/18]" in run.stderr, "progress is shown while running"
 
 
-def test_paced_search_stops_once_streams_keep_up_else_asks_less_than_they_reached() -> None:
-    assert next_probe(1000, 970.0) is None
-    assert next_probe(1000, 969.0) == 775
-    assert next_probe(1000, 500.0) == 400
-    assert next_probe(2, 1.9) == 1
-    assert next_probe(1000, None) == 1
+def search(start: int, reach: Callable[[int], float]) -> tuple[list[int], int]:
+    """The rates a paced search asks of a stack that reaches `reach(rate)`, and what it found."""
+    paced = PacedSearch(start)
+    asked = []
+    for _ in range(PACED_PROBES):
+        asked.append(paced.rate)
+        if paced.record(reach(paced.rate)):
+            break
+    return asked, paced.found
+
+
+def test_paced_search_steps_to_what_a_stack_far_behind_reached_then_bisects() -> None:
+    asked, found = search(1000, lambda rate: min(rate, 220))
+    # 0.8 of the 220 reached, below half of 1000; then between 176 (kept up) and 1000 (not).
+    assert asked == [1000, 176, 419, 271, 218]
+    assert found == 218  # within CLOSE_ENOUGH of 271, the lowest rate it fell behind at
+
+
+def test_paced_search_halves_while_a_stack_nearly_keeps_up_then_bisects() -> None:
+    # A stack that coalesces under load reaches 0.95 of any rate above its capacity.
+    asked, found = search(8000, lambda rate: rate if rate <= 900 else 0.95 * rate)
+    assert asked == [8000, 4000, 2000, 1000, 500, 707]
+    assert found == 707
+
+
+def test_paced_search_ends_at_once_when_the_unpaced_maximum_keeps_up() -> None:
+    assert search(300, lambda rate: rate) == ([300], 300)
+
+
+def test_paced_search_that_never_keeps_up_reports_the_next_rate_it_would_ask() -> None:
+    assert search(64, lambda rate: 0.9 * rate) == ([64, 32, 16, 8, 4, 2], 1)
+    nothing = PacedSearch(1)
+    assert nothing.record(None)
+    assert nothing.found == 1
 
 
 @pytest.mark.timeout(120)
