@@ -147,11 +147,11 @@ same chunk size and stream count. `paced` runs search, from the `max` rate down,
 highest rate a handler pacing its chunks (a few every millisecond) can sustain: each NATS \
 message then carries a few chunks, not thousands, so paced traffic costs more per chunk \
 than a run at full speed. A run kept up when its median stream, from first chunk to last, \
-ran at 0.97 of the asked rate or more. Until one keeps up, each run asks at most half the \
-last rate and at most 0.8 of what it reached; then the runs bisect between the highest \
-rate kept up with and the lowest one not, until the two are within 1.25 of each other; at \
-most six runs. `half` runs are paced at half the rate found (if none kept up, half the rate \
-a seventh run would ask). CPU s and peak RSS MiB: per process \
+ran at 0.97 of the asked rate or more. Until one keeps up, each run asks at most a quarter \
+of the last rate and at most 0.8 of what it reached; then the runs bisect between the \
+highest rate kept up with and the lowest one not, until the two are within 1.25 of each \
+other; at most eight runs. `half` runs are paced at half the rate found (if none kept up, \
+half the rate a ninth run would ask). CPU s and peak RSS MiB: per process \
 (edge, producers, nats-server, client, baseline server or publisher), during the run.
 
 ### Targets

@@ -24,11 +24,12 @@ from streamer_devstack.stack import Stack
 ROOT = Path(__file__).resolve().parents[1]
 PART = 256 * 1024  # PRODUCER_MAX_PART_BYTES: larger chunks travel as several items
 CLIENT_TIMEOUT = 180  # seconds a run may take before it counts as failed
-PACED_PROBES = 6  # paced runs at most, searching for the rate the stack keeps up with
+PACED_PROBES = 8  # paced runs at most, searching for the rate the stack keeps up with
 # A paced run kept up if its median stream ran at this fraction of the asked rate, from first
 # chunk to last: over a probe of 2.5 s, latency grew by less than 75 ms.
 KEPT_UP = 0.97
 STEP_DOWN = 0.8  # until a run keeps up, the next asks at most this fraction of what one reached
+DIVIDE = 4  # and at most this fraction of what it asked: a stack that coalesces nearly keeps up
 CLOSE_ENOUGH = 1.25  # the search ends once the rate kept up with is this close to one that was not
 OURS = ("stream", "batches")
 BASELINES = ("G1", "Gb", "N", "N-js")
@@ -323,8 +324,9 @@ class Runner:
 class PacedSearch:
     """Where the search for the highest paced rate kept up with stands, and what to ask next.
 
-    Until a run keeps up, each asks at most half the last rate, and at most `STEP_DOWN` of
-    what that run reached (a stack far behind says where its capacity is); once one has
+    Until a run keeps up, each asks at most a quarter of the last rate, and at most
+    `STEP_DOWN` of what that run reached (a stack far behind says where its capacity is;
+    one that coalesces what it is late with nearly keeps up at any rate); once one has
     kept up, the runs bisect (geometrically) between the highest rate kept up with and the
     lowest one not, until the two are `CLOSE_ENOUGH`.
     """
@@ -347,7 +349,7 @@ class PacedSearch:
         if self.kept:
             self.rate = int(math.sqrt(self.kept * self.behind))
             return self.behind <= CLOSE_ENOUGH * self.kept or self.rate in (self.kept, self.behind)
-        self.rate = max(1, min(asked // 2, int((reached or 0) * STEP_DOWN)))
+        self.rate = max(1, min(asked // DIVIDE, int((reached or 0) * STEP_DOWN)))
         return False
 
     @property

@@ -65,16 +65,16 @@ def search(start: int, reach: Callable[[int], float]) -> tuple[list[int], int]:
 
 def test_paced_search_steps_to_what_a_stack_far_behind_reached_then_bisects() -> None:
     asked, found = search(1000, lambda rate: min(rate, 220))
-    # 0.8 of the 220 reached, below half of 1000; then between 176 (kept up) and 1000 (not).
+    # 0.8 of the 220 reached, below a quarter of 1000; then between 176 (kept up) and 1000.
     assert asked == [1000, 176, 419, 271, 218]
     assert found == 218  # within CLOSE_ENOUGH of 271, the lowest rate it fell behind at
 
 
-def test_paced_search_halves_while_a_stack_nearly_keeps_up_then_bisects() -> None:
+def test_paced_search_quarters_while_a_stack_nearly_keeps_up_then_bisects() -> None:
     # A stack that coalesces under load reaches 0.95 of any rate above its capacity.
     asked, found = search(8000, lambda rate: rate if rate <= 900 else 0.95 * rate)
-    assert asked == [8000, 4000, 2000, 1000, 500, 707]
-    assert found == 707
+    assert asked == [8000, 2000, 500, 1000, 707, 840]
+    assert found == 840  # within CLOSE_ENOUGH of 1000
 
 
 def test_paced_search_ends_at_once_when_the_unpaced_maximum_keeps_up() -> None:
@@ -82,7 +82,8 @@ def test_paced_search_ends_at_once_when_the_unpaced_maximum_keeps_up() -> None:
 
 
 def test_paced_search_that_never_keeps_up_reports_the_next_rate_it_would_ask() -> None:
-    assert search(64, lambda rate: 0.9 * rate) == ([64, 32, 16, 8, 4, 2], 1)
+    assert search(64, lambda rate: 0.9 * rate) == ([64, 16, 4, 1], 1)
+    assert search(8000, lambda rate: 0.9 * rate)[0] == [8000, 2000, 500, 125, 31, 7, 1]
     nothing = PacedSearch(1)
     assert nothing.record(None)
     assert nothing.found == 1
