@@ -336,9 +336,12 @@ def _latency_by_load(plt: Any, results: list[Result], path: Path) -> Path:
         shapes = sorted({(r["system"], r["size"]) for r in paced if r["streams"] == streams})
         for system, size in shapes:
             runs = sorted(
-                (r["rate"] * streams, r["latency_ms"])
-                for r in paced
-                if (r["system"], r["size"], r["streams"]) == (system, size, streams)
+                (
+                    (r["rate"] * streams, r["latency_ms"])
+                    for r in paced
+                    if (r["system"], r["size"], r["streams"]) == (system, size, streams)
+                ),
+                key=lambda run: run[0],  # a half-load run may ask the rate of a paced one
             )
             loads = [load for load, _ in runs]
             line = ax.plot(loads, [ms["p50"] for _, ms in runs], marker="o")[0]

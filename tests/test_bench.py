@@ -9,8 +9,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import matplotlib
 import pytest
 
+from bench import report
 from bench.runner import PACED_PROBES, PacedSearch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,3 +108,17 @@ def test_admission_prints_cpu_per_call_of_each_server_process() -> None:
     assert "FAILED" not in run.stdout
     names = re.findall(r"(\w[\w-]*) \d+\.\d\d", ours.split("(", 1)[1])
     assert names == ["edge", "nats", "producer-0", "producer-1"]
+
+
+def test_latency_plot_takes_a_half_load_run_at_the_rate_of_a_paced_one(tmp_path: Path) -> None:
+    def run(load: str, rate: int, p50: float) -> dict[str, object]:
+        latency = {"p50": p50, "p99": 2 * p50, "p999": 3 * p50}
+        shape = {"system": "stream", "size": 64, "streams": 10}
+        return {**shape, "load": load, "rate": rate, "latency_ms": latency}
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = [run("paced", 12, 4.0), run("paced", 6, 2.5), run("half", 6, 2.0)]
+    path = report._latency_by_load(plt, results, tmp_path / "latency-load.png")
+    assert path.read_bytes().startswith(b"\x89PNG")
