@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from bench.procstat import cpu_seconds
-from bench.runner import PART, ROOT, _env, _python
+from bench.runner import PART, ROOT, _env, _python, bench_stack
 from streamer_devstack.processes import Process
 from streamer_devstack.stack import Stack
 
@@ -82,15 +82,7 @@ def main() -> None:
     args = parse_args()
     with tempfile.TemporaryDirectory(prefix="streamer-admission-") as tmp:
         workdir = Path(tmp)
-        stack = Stack(
-            workdir,
-            producers=2,
-            producer={
-                "PRODUCER_HANDLER_MODULES": "bench.handlers",
-                "PYTHONPATH": _env()["PYTHONPATH"],
-                "PRODUCER_CONCURRENCY": str(args.streams // 2 + 4),
-            },
-        )
+        stack = bench_stack(workdir, args.streams)
         with stack.running():
             baseline = Process(
                 "baseline-grpc",

@@ -87,6 +87,21 @@ def _python(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
 
+def bench_stack(workdir: Path, streams: int) -> Stack:
+    """The stack every benchmark runs: two producers with the bench handler, slots for `streams`."""
+    return Stack(
+        workdir,
+        producers=2,
+        edge={"EDGE_FIRST_CHUNK_TIMEOUT": "60s"},
+        producer={
+            "PRODUCER_HANDLER_MODULES": "bench.handlers",
+            "PYTHONPATH": _env()["PYTHONPATH"],
+            "PRODUCER_CONCURRENCY": str(streams // 2 + 4),
+            "PRODUCER_MAX_PART_BYTES": str(PART),
+        },
+    )
+
+
 class Runner:
     """Runs every scenario of a plan, printing progress; results land in `results`."""
 
@@ -120,18 +135,7 @@ class Runner:
 
     @contextmanager
     def _stack(self, streams: int) -> Iterator[Stack]:
-        slots = str(streams // 2 + 4)
-        stack = Stack(
-            self.workdir / f"stack-{streams}",
-            producers=2,
-            edge={"EDGE_FIRST_CHUNK_TIMEOUT": "60s"},
-            producer={
-                "PRODUCER_HANDLER_MODULES": "bench.handlers",
-                "PYTHONPATH": _env()["PYTHONPATH"],
-                "PRODUCER_CONCURRENCY": slots,
-                "PRODUCER_MAX_PART_BYTES": str(PART),
-            },
-        )
+        stack = bench_stack(self.workdir / f"stack-{streams}", streams)
         self.progress(f"starting nats-server, 2 producers and the edge for {streams} streams")
         with stack.running():
             yield stack

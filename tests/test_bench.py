@@ -122,3 +122,25 @@ def test_latency_plot_takes_a_half_load_run_at_the_rate_of_a_paced_one(tmp_path:
     results = [run("paced", 12, 4.0), run("paced", 6, 2.5), run("half", 6, 2.0)]
     path = report._latency_by_load(plt, results, tmp_path / "latency-load.png")
     assert path.read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.timeout(120)
+def test_cpu_prints_cpu_per_chunk_of_each_process() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.cpu", "--streams", "4", "--count", "50", "--rounds", "2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    rounds = run.stdout.splitlines()
+    assert [line.split(":")[0] for line in rounds] == ["round 1", "round 2"]
+    for line in rounds:
+        figures = dict(re.findall(r"(\w+) (\d+\.\d\d)", line.split("(", 1)[1]))
+        assert list(figures) == ["edge", "producers", "nats", "client"]
+        total = float(line.split("CPU us per chunk ")[1].split()[0])
+        assert total == pytest.approx(sum(map(float, figures.values())), abs=0.05)
+        assert float(figures["edge"]) > 0
+        assert float(figures["client"]) > 0

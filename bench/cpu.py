@@ -1,0 +1,86 @@
+"""CPU per chunk: `python -m bench.cpu --method batches --size 64 --streams 100`.
+
+Starts the stack as the benchmark does, runs one unmeasured load, then `--rounds` measured
+ones, and prints the microseconds of CPU each process spent per chunk: the edge, the
+producers together, nats-server and the client. Throughput moves with whatever else the
+machine runs; CPU per chunk moves much less, so this is the figure for an A/B of a hot-path
+change: run it on both versions, alternating, and compare the same process's figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from bench.procstat import cpu_seconds
+from bench.runner import PART, ROOT, _env, _python, bench_stack
+from streamer_devstack.stack import Stack
+
+
+def parse_args() -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(prog="bench.cpu", description=__doc__)
+    parser.add_argument("--method", choices=["stream", "batches"], default="batches")
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--streams", type=int, default=100)
+    parser.add_argument("--count", type=int, default=4000, help="chunks per stream")
+    parser.add_argument("--rate", type=int, default=0, help="chunks/s per stream (0: no limit)")
+    parser.add_argument("--rounds", type=int, default=3)
+    return parser.parse_args()
+
+
+def load(stack: Stack, args: argparse.Namespace) -> tuple[float, float]:
+    """One client load; its wall seconds and the client's CPU seconds."""
+    began = time.monotonic()
+    run = subprocess.run(
+        _python(
+            "bench.client",
+            "grpc",
+            *("--ca-file", str(stack.tls.cert), "--target", stack.target),
+            *("--method", args.method, "--prefix", f"cpu{time.time_ns()}"),
+            *("--streams", str(args.streams), "--count", str(args.count)),
+            *("--size", str(args.size), "--part", str(PART), "--rate", str(args.rate)),
+        ),
+        check=True,
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.PIPE,
+    )
+    report = json.loads(run.stdout)
+    problems = [stream["problem"] for stream in report["streams"] if stream["problem"]]
+    if problems:
+        raise SystemExit(f"{len(problems)} streams failed, the first: {problems[0]}")
+    return time.monotonic() - began, float(report["usage"]["cpu_s"])
+
+
+def measure(stack: Stack, args: argparse.Namespace) -> str:
+    """One round: microseconds of CPU per chunk in each process, and the round's wall time."""
+    assert stack.edge is not None
+    pids = {"edge": [stack.edge.pid], "producers": [p.pid for p in stack.producers]}
+    pids["nats"] = [stack.nats.pid]
+    before = {name: sum(map(cpu_seconds, group)) for name, group in pids.items()}
+    wall, client = load(stack, args)
+    spent = {name: sum(map(cpu_seconds, group)) - before[name] for name, group in pids.items()}
+    spent["client"] = client
+    chunks = args.streams * args.count
+    figures = ", ".join(f"{name} {seconds * 1e6 / chunks:.2f}" for name, seconds in spent.items())
+    return f"CPU us per chunk {sum(spent.values()) * 1e6 / chunks:.2f} ({figures}); {wall:.1f} s"
+
+
+def main() -> None:
+    """Start the stack, warm it up, print each round."""
+    args = parse_args()
+    with tempfile.TemporaryDirectory(prefix="streamer-cpu-") as tmp:
+        stack = bench_stack(Path(tmp), args.streams)
+        with stack.running():
+            load(stack, args)
+            for round_ in range(1, args.rounds + 1):
+                print(f"round {round_}: {measure(stack, args)}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
