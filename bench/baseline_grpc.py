@@ -15,7 +15,7 @@ from pathlib import Path
 
 import grpc
 
-from bench.payload import chunk, filler
+from bench.payload import chunk, filler, pace
 from streamer_common.proto import stream_pb2, stream_pb2_grpc
 
 _ITEM_OVERHEAD = 16
@@ -54,10 +54,7 @@ class Baseline(stream_pb2_grpc.StreamerServicer):
         rate = int(request.params.get("rate", "0"))
         started = time.monotonic()
         for index, message in enumerate(messages(*_shape(request))):
-            # Paced as the bench handler paces (the memory probe holds slow streams open).
-            ahead = started + index / rate - time.monotonic() if rate else 0.0
-            if ahead > 0.001:
-                await asyncio.sleep(ahead)
+            await pace(started, index, rate)  # as the bench handler (memory probe: slow streams)
             await context.write(message)
 
     async def StreamBatches(self, request, context):  # type: ignore[no-untyped-def]

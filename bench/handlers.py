@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 
-from bench.payload import chunk, filler
+from bench.payload import chunk, filler, pace
 from streamer_producer.handlers import JobContext, handler, int_param
 
 
@@ -19,9 +18,5 @@ async def bench(ctx: JobContext) -> AsyncIterator[bytes]:
     tail = filler(size)
     started = time.monotonic()
     for index in range(ctx.start, count):
-        if rate:
-            # Sleep only once a millisecond ahead: a timer per chunk would cost more than the chunk.
-            ahead = started + (index - ctx.start) / rate - time.monotonic()
-            if ahead > 0.001:
-                await asyncio.sleep(ahead)
+        await pace(started, index - ctx.start, rate)
         yield chunk(index, size, tail)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import struct
 import time
 
@@ -22,3 +23,13 @@ def stamp(data: bytes) -> tuple[int, int]:
     """(chunk index, emit time ns) of a chunk or of the first part of a split chunk."""
     index, emitted = HEADER.unpack_from(data)
     return index, emitted
+
+
+async def pace(started: float, sent: int, rate: int) -> None:
+    """Wait until `sent` chunks since `started` (monotonic) keep to `rate` per second (0: none).
+
+    Sleeps only once a millisecond ahead: a timer per chunk would cost more than the chunk.
+    """
+    ahead = started + sent / rate - time.monotonic() if rate else 0.0
+    if ahead > 0.001:
+        await asyncio.sleep(ahead)

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import nats
+from nats.aio.client import Client
 from prometheus_client import CollectorRegistry
 
 from conftest import StackFactory
@@ -19,39 +20,50 @@ from support import collect, new_id, request
 MAX_BATCH = 256 * 1024
 
 
+class Counting:
+    """A handler that never awaits: `chunks` chunks of 64 B, counting those it has made."""
+
+    def __init__(self, chunks: int) -> None:
+        self.chunks = chunks
+        self.made = 0
+
+    async def __call__(self) -> AsyncIterator[bytes]:
+        for _ in range(self.chunks):
+            self.made += 1
+            yield b"x" * 64
+
+
+def writer_of(cls: type[StreamWriter], nc: Client) -> StreamWriter:
+    """A writer of class `cls` for a new stream on the data stream, from its start."""
+    metrics = ProducerMetrics(CollectorRegistry(), 1)
+    return cls(
+        nc, "STREAMER_DATA", new_id(), Position(), 0, max_message_bytes=1024 * 1024, metrics=metrics
+    )
+
+
+async def pumped(handler: Counting, writer: StreamWriter) -> bool:
+    """Pump the handler through the writer with the producer's default message bound."""
+    return await pump(
+        handler(), writer, max_part=MAX_BATCH, max_batch=MAX_BATCH, stop=asyncio.Event()
+    )
+
+
 async def test_a_handler_that_never_awaits_is_published_a_message_at_a_time(
     make_stack: StackFactory,
 ) -> None:
     stack = make_stack(producers=0)
     nc = await nats.connect(stack.nats.url)
-    made = 0
-
-    async def busy_handler() -> AsyncIterator[bytes]:
-        nonlocal made
-        for _ in range(20_000):
-            made += 1
-            yield b"x" * 64
-
+    handler = Counting(20_000)
     made_at_write: list[int] = []
 
     class Recording(StreamWriter):
         async def write(self, ready: Ready) -> None:
-            made_at_write.append(made)
+            made_at_write.append(handler.made)
             await super().write(ready)
 
-    writer = Recording(
-        nc,
-        "STREAMER_DATA",
-        new_id(),
-        Position(),
-        0,
-        max_message_bytes=1024 * 1024,
-        metrics=ProducerMetrics(CollectorRegistry(), 1),
-    )
+    writer = writer_of(Recording, nc)
     try:
-        finished = await pump(
-            busy_handler(), writer, max_part=MAX_BATCH, max_batch=MAX_BATCH, stop=asyncio.Event()
-        )
+        finished = await pumped(handler, writer)
     finally:
         await nc.close()
 
@@ -68,14 +80,7 @@ async def test_a_handler_runs_ahead_of_a_stalled_publish_by_the_read_ahead_bound
 ) -> None:
     stack = make_stack(producers=0)
     nc = await nats.connect(stack.nats.url)
-    made = 0
-
-    async def busy_handler() -> AsyncIterator[bytes]:
-        nonlocal made
-        for _ in range(50_000):
-            made += 1
-            yield b"x" * 64
-
+    handler = Counting(50_000)
     stalled = asyncio.Event()
     release = asyncio.Event()
     in_flight: list[int] = []
@@ -88,22 +93,12 @@ async def test_a_handler_runs_ahead_of_a_stalled_publish_by_the_read_ahead_bound
                 await release.wait()
             await super().write(ready)
 
-    writer = Stalling(
-        nc,
-        "STREAMER_DATA",
-        new_id(),
-        Position(),
-        0,
-        max_message_bytes=1024 * 1024,
-        metrics=ProducerMetrics(CollectorRegistry(), 1),
-    )
-    pumping = asyncio.create_task(
-        pump(busy_handler(), writer, max_part=MAX_BATCH, max_batch=MAX_BATCH, stop=asyncio.Event())
-    )
+    writer = writer_of(Stalling, nc)
+    pumping = asyncio.create_task(pumped(handler, writer))
     try:
         await asyncio.wait_for(stalled.wait(), 10)
         await asyncio.sleep(0.5)  # the handler runs until the read-ahead is full, then waits
-        buffered = made - in_flight[0]
+        buffered = handler.made - in_flight[0]
         release.set()
         finished = await asyncio.wait_for(pumping, 30)
     finally:
