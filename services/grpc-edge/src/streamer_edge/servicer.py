@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -27,10 +28,12 @@ from streamer_edge.observe import StreamRecord
 from streamer_edge.readers import ReaderPool
 from streamer_edge.settings import EdgeSettings
 from streamer_edge.sinks import BatchSink, DataSink, Sink
+from streamer_edge.turns import TurnBudget
 
 logger = logging.getLogger(__name__)
 
 LAST_SEQUENCE_KEY = "streamer-last-sequence"
+Write = Callable[[Any], Awaitable[None]]
 _ALREADY_QUEUED = 10077  # JetStream: maximum messages per subject exceeded
 
 
@@ -66,9 +69,11 @@ class StreamerServicer(stream_pb2_grpc.StreamerServicer):
         metrics: EdgeMetrics,
         tracer: trace.Tracer,
         readers: ReaderPool | None = None,
+        turns: TurnBudget | None = None,
     ) -> None:
         self._nc = nc
         self._readers = readers
+        self._turns = turns or TurnBudget()
         self._settings = settings
         self._interest = interest
         self._metrics = metrics
@@ -102,15 +107,27 @@ class StreamerServicer(stream_pb2_grpc.StreamerServicer):
         request: stream_pb2.Request,
         context: grpc.aio.ServicerContext[stream_pb2.Request, stream_pb2.Data],
     ) -> None:
-        await self._serve(request, context, DataSink(context.write, request.after_sequence))
+        sink = DataSink(self._budgeted(context.write), request.after_sequence)
+        await self._serve(request, context, sink)
 
     async def StreamBatches(
         self,
         request: stream_pb2.Request,
         context: grpc.aio.ServicerContext[stream_pb2.Request, stream_pb2.Batch],
     ) -> None:
-        sink = BatchSink(context.write, request.after_sequence, self._settings.max_batch_bytes)
+        write = self._budgeted(context.write)
+        sink = BatchSink(write, request.after_sequence, self._settings.max_batch_bytes)
         await self._serve(request, context, sink)
+
+    def _budgeted(self, write: Write) -> Write:
+        """`write`, then a checkpoint of the turn budget before the relay builds the next."""
+        checkpoint = self._turns.checkpoint
+
+        async def budgeted(message: Any) -> None:
+            await write(message)
+            await checkpoint()
+
+        return budgeted
 
     async def _serve(
         self, request: stream_pb2.Request, context: grpc.aio.ServicerContext[Any, Any], sink: Sink
@@ -245,6 +262,7 @@ class StreamerServicer(stream_pb2_grpc.StreamerServicer):
             received = await self._next(follower, call, min(timeout, 1.0), timeout)
             started = True
             for item in received:
+                await self._turns.checkpoint()
                 frame = item.frame
                 if isinstance(frame, frames.DataFrame):
                     await self._deliver(call, frame)
