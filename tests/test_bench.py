@@ -144,3 +144,23 @@ def test_cpu_prints_cpu_per_chunk_of_each_process() -> None:
         assert total == pytest.approx(sum(map(float, figures.values())), abs=0.05)
         assert float(figures["edge"]) > 0
         assert float(figures["client"]) > 0
+
+
+@pytest.mark.timeout(120)
+def test_responsive_prints_how_long_health_checks_and_new_calls_wait_under_load() -> None:
+    load = ["--streams", "4", "--count", "50000", "--rounds", "1"]
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.responsive", *load],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    (line,) = run.stdout.splitlines()
+    assert line.startswith("round 1: load ")
+    health = re.search(r"health n (\d+) p50 \d+ p90 \d+ max \d+ ms", line)
+    assert health is not None, line
+    assert int(health.group(1)) > 0, "no health check ran while the load lasted"
+    assert re.search(r"new call first chunk n \d+", line), line
