@@ -139,6 +139,8 @@ def check_streams(before: Samples, after: Samples) -> None:
     assert delta(before, after, "streamer_edge_late_attaches_total") == 3
     assert value(after, "streamer_edge_streams_active") == 0
     assert value(after, "streamer_edge_streams_limit") == 1000
+    # Exported from the start, so a rate of it reads 0 until relaying saturates the edge.
+    assert ("streamer_edge_relay_steps_held_total", frozenset()) in before
     latency = delta(before, after, "streamer_edge_chunk_latency_seconds_count")
     # Only messages published after their call began: replays and the injected gap are old.
     assert 6 <= latency <= 10 + 20 + 30 + 12 + 2

@@ -47,20 +47,22 @@ async def steps_before_call(turns: TurnBudget) -> tuple[int, list[tuple[int, int
 
 
 @pytest.mark.parametrize(
-    ("budget", "most", "least"),
+    ("budget", "most", "least", "held"),
     [
-        pytest.param(0.005, 30, 0, id="within-budget"),
-        pytest.param(60.0, RELAYS * STEPS, 50, id="no-budget-every-stream-steps-each-turn"),
+        pytest.param(0.005, 30, 0, True, id="within-budget"),
+        pytest.param(60.0, RELAYS * STEPS, 50, False, id="no-budget-every-stream-steps-each-turn"),
     ],
 )
 async def test_a_new_call_waits_for_a_budget_of_steps_not_for_every_stream(
-    budget: float, most: int, least: int
+    budget: float, most: int, least: int, held: bool
 ) -> None:
-    waited, log = await steps_before_call(TurnBudget(budget))
+    holds: list[None] = []
+    waited, log = await steps_before_call(TurnBudget(budget, on_hold=lambda: holds.append(None)))
 
     assert least <= waited <= most, f"{waited} relay steps ran before the new call was served"
     for name in range(RELAYS):
         assert [step for who, step in log if who == name] == list(range(STEPS))
+    assert 0 < len(holds) <= RELAYS * STEPS if held else not holds
 
 
 async def test_steps_held_back_go_ahead_in_the_order_they_arrived() -> None:

@@ -205,6 +205,12 @@ class EdgeMetrics:
             "Stream calls ended DATA_LOSS (a gap or a malformed message).",
             registry=registry,
         )
+        self.relay_steps_held = Counter(
+            "streamer_edge_relay_steps_held",
+            "Relay steps that waited for a later turn of the event loop, the turn having run "
+            "its budget: the edge is busy relaying, and its streams share it.",
+            registry=registry,
+        )
         self.slow_client = Counter(
             "streamer_edge_slow_client_events",
             "NATS messages whose chunks took a client over a second to accept.",

@@ -22,6 +22,7 @@ from streamer_edge.readers import ReaderPool
 from streamer_edge.server import SERVICE_NAME, build_probe_server, build_server
 from streamer_edge.servicer import StreamerServicer
 from streamer_edge.settings import EdgeSettings, load_settings
+from streamer_edge.turns import TurnBudget
 
 logger = logging.getLogger("streamer_edge")
 
@@ -63,7 +64,8 @@ async def serve(settings: EdgeSettings, tracer: trace.Tracer) -> None:
             settings.nats_outage_timeout,
         )
         stack.push_async_callback(readers.close)
-        servicer = StreamerServicer(nc, settings, Interest(nc), metrics, tracer, readers)
+        turns = TurnBudget(on_hold=metrics.relay_steps_held.inc)
+        servicer = StreamerServicer(nc, settings, Interest(nc), metrics, tracer, readers, turns)
         server, port = build_server(
             settings, servicer, health, ServerTelemetry(metrics.grpc, tracer)
         )

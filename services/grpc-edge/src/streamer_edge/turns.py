@@ -19,6 +19,7 @@ import asyncio
 import heapq
 import itertools
 import time
+from collections.abc import Callable
 
 BUDGET = 0.005  # seconds a turn may take before relay steps wait for later turns
 _MOST_PER_TURN = 1024
@@ -27,8 +28,9 @@ _MOST_PER_TURN = 1024
 class TurnBudget:
     """Times each turn of the loop while relays pass checkpoints, and spreads their steps."""
 
-    def __init__(self, budget: float = BUDGET) -> None:
+    def __init__(self, budget: float = BUDGET, on_hold: Callable[[], None] = lambda: None) -> None:
         self._budget = budget
+        self._on_hold = on_hold  # called once for each step that waits
         self._waiting: list[tuple[int, asyncio.Future[None]]] = []
         self._tickets = itertools.count()
         self._turn_began = 0.0
@@ -49,6 +51,7 @@ class TurnBudget:
         if not self._waiting and self._has_room():
             return
         ticket = next(self._tickets)
+        self._on_hold()
         while True:
             waiter = asyncio.get_running_loop().create_future()
             heapq.heappush(self._waiting, (ticket, waiter))
