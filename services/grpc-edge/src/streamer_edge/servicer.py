@@ -107,7 +107,9 @@ class StreamerServicer(stream_pb2_grpc.StreamerServicer):
         request: stream_pb2.Request,
         context: grpc.aio.ServicerContext[stream_pb2.Request, stream_pb2.Data],
     ) -> None:
-        sink = DataSink(self._budgeted(context.write), request.after_sequence)
+        # One item per write keeps a step short; a checkpoint after each write measured 14%
+        # more edge CPU per chunk. The relay still passes one per NATS message.
+        sink = DataSink(context.write, request.after_sequence)
         await self._serve(request, context, sink)
 
     async def StreamBatches(
