@@ -54,7 +54,7 @@ bench-quick: sync ## The quick benchmark subset (a couple of minutes), as `make 
 
 .PHONY: proto
 proto: sync ## Regenerate the committed stubs from proto/stream.proto
-	bash scripts/gen-proto.sh
+	UV=$(UV) bash scripts/gen-proto.sh
 
 .PHONY: proto-check
 proto-check: proto ## Fail if the committed stubs differ from freshly generated ones
