@@ -5,15 +5,21 @@ ones, and prints the microseconds of CPU each process spent per chunk: the edge,
 producers together, nats-server and the client. Throughput moves with whatever else the
 machine runs; CPU per chunk moves much less, so this is the figure for an A/B of a hot-path
 change: run it on both versions, alternating, and compare the same process's figures.
+`--perf nats` (or `edge`, `producer`) also records that process with Linux `perf` during
+the measured rounds, into `--perf-out`, for `perf report` to say where its time went.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import shutil
+import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from bench.procstat import cpu_seconds
@@ -30,6 +36,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--count", type=int, default=4000, help="chunks per stream")
     parser.add_argument("--rate", type=int, default=0, help="chunks/s per stream (0: no limit)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--perf", choices=["edge", "producer", "nats"], help="perf record it")
+    parser.add_argument("--perf-out", type=Path, default=Path("perf.data"))
     return parser.parse_args()
 
 
@@ -71,6 +79,28 @@ def measure(stack: Stack, args: argparse.Namespace) -> str:
     return f"CPU us per chunk {sum(spent.values()) * 1e6 / chunks:.2f} ({figures}); {wall:.1f} s"
 
 
+@contextlib.contextmanager
+def recorded(stack: Stack, args: argparse.Namespace) -> Iterator[None]:
+    """`perf record -g` of the process `--perf` names while the block runs, if asked."""
+    if args.perf is None:
+        yield
+        return
+    perf = shutil.which("perf")
+    if perf is None:
+        raise SystemExit("--perf needs Linux perf on PATH (Debian: apt-get install linux-perf)")
+    assert stack.edge is not None
+    pid = {"edge": stack.edge, "producer": stack.producers[0], "nats": stack.nats}[args.perf].pid
+    argv = [perf, "record", "-F", "499", "-g", "-o", str(args.perf_out), "-p", str(pid)]
+    recorder = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)  # perf attaches before the first measured round
+    try:
+        yield
+    finally:
+        recorder.send_signal(signal.SIGINT)
+        recorder.wait(timeout=60)
+    print(f"perf report -i {args.perf_out} --children --sort sym", flush=True)
+
+
 def main() -> None:
     """Start the stack, warm it up, print each round."""
     args = parse_args()
@@ -78,8 +108,9 @@ def main() -> None:
         stack = bench_stack(Path(tmp), args.streams)
         with stack.running():
             load(stack, args)
-            for round_ in range(1, args.rounds + 1):
-                print(f"round {round_}: {measure(stack, args)}", flush=True)
+            with recorded(stack, args):
+                for round_ in range(1, args.rounds + 1):
+                    print(f"round {round_}: {measure(stack, args)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -164,3 +166,30 @@ def test_responsive_prints_how_long_health_checks_and_new_calls_wait_under_load(
     assert health is not None, line
     assert int(health.group(1)) > 0, "no health check ran while the load lasted"
     assert re.search(r"new call first chunk n \d+", line), line
+
+
+def test_cpu_records_the_named_process_with_perf(tmp_path: Path) -> None:
+    if shutil.which("perf") is None:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail("perf is not on PATH; .ci/run installs linux-perf")
+        pytest.skip("perf is not on PATH (Debian: apt-get install linux-perf)")
+    out = tmp_path / "nats.data"
+    argv = ["--streams", "2", "--count", "50", "--rounds", "1", "--perf", "nats"]
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.cpu", *argv, "--perf-out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.splitlines()[-1] == f"perf report -i {out} --children --sort sym"
+    report = subprocess.run(
+        ["perf", "report", "-i", str(out), "--stdio", "--sort", "comm"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "nats-server" in report.stdout
