@@ -6,15 +6,7 @@ set -euo pipefail
 if command -v perf >/dev/null; then
     exit 0
 fi
-if ! command -v apt-get >/dev/null; then
-    echo "install-perf.sh: apt-get not found; install Linux perf onto PATH by hand" >&2
-    exit 1
-fi
-sudo=""
-if [[ "$(id -u)" != 0 ]]; then
-    sudo="sudo"
-fi
-export DEBIAN_FRONTEND=noninteractive
-${sudo} apt-get update -qq
-${sudo} apt-get install -y -qq --no-install-recommends linux-perf >/dev/null
+# shellcheck source=deploy/tools/apt.sh
+source "$(dirname "$0")/../deploy/tools/apt.sh"
+apt_install linux-perf
 echo "install-perf.sh: $(perf --version)" >&2
