@@ -93,6 +93,8 @@ def recorded(stack: Stack, args: argparse.Namespace) -> Iterator[None]:
     argv = [perf, "record", "-F", "499", "-g", "-o", str(args.perf_out), "-p", str(pid)]
     recorder = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
     time.sleep(0.5)  # perf attaches before the first measured round
+    if recorder.poll() is not None:
+        raise SystemExit(f"perf record exited at once ({recorder.returncode}): {' '.join(argv)}")
     try:
         yield
     finally:
