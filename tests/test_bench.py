@@ -171,7 +171,7 @@ def test_responsive_prints_how_long_health_checks_and_new_calls_wait_under_load(
 @pytest.mark.timeout(120)
 def test_cpu_records_the_named_process_with_perf(tmp_path: Path) -> None:
     if shutil.which("perf") is None:
-        # A profiling aid, not part of the service; .ci/run installs it (bench/install-perf.sh).
+        # A profiling aid, not part of the service; .ci/run installs it (install-perf.sh).
         pytest.skip("perf is not on PATH (Debian: apt-get install linux-perf)")
     out = tmp_path / "nats.data"
     argv = ["--streams", "16", "--count", "50", "--rounds", "1", "--perf", "nats"]

@@ -7,6 +7,6 @@ if command -v perf >/dev/null; then
     exit 0
 fi
 # shellcheck source=deploy/tools/apt.sh
-source "$(dirname "$0")/../deploy/tools/apt.sh"
+source "$(dirname "$0")/apt.sh"
 apt_install linux-perf
 echo "install-perf.sh: $(perf --version)" >&2
