@@ -107,10 +107,14 @@ def targets(results: list[Result]) -> list[dict[str, Any]]:
     for size in (64 * 1024, 2**20):
         g1 = find(results, "G1", size, 10)
         for system in ("stream", "batches"):
+            ours = find(results, system, size, 10)
+            budget = (
+                f" (CPU ns/B: {cpu_per_byte(ours)}; G1 {cpu_per_byte(g1)})" if ours and g1 else ""
+            )
             checks.append(
                 (
-                    f"{system} {_size(size)} x10 MB/s ÷ G1",
-                    _div(find(results, system, size, 10), g1, "mb_per_s"),
+                    f"{system} {_size(size)} x10 MB/s ÷ G1{budget}",
+                    _div(ours, g1, "mb_per_s"),
                     0.5,
                     ">=",
                 )
@@ -188,7 +192,7 @@ def _thousand(results: list[Result]) -> list[tuple[str, float | None, float, str
         if r["load"] == "max":
             checks.append(
                 (
-                    f"{r['system']} {_size(r['size'])} x1000 ÷ x100",
+                    f"{r['system']} {_size(r['size'])} x1000 ÷ x100{_admission(r)}",
                     _div(r, find(results, r["system"], r["size"], 100), "chunks_per_s"),
                     0.7,
                     ">=",
@@ -213,12 +217,44 @@ def _thousand(results: list[Result]) -> list[tuple[str, float | None, float, str
     return checks
 
 
+def cpu_per_byte(run: Result) -> str:
+    """Each process's CPU per byte delivered in ns (the producers together), where it went."""
+    spent: dict[str, float] = {}
+    for name, proc in run["processes"].items():
+        short = name.split("-")[0][:4]
+        spent[short] = spent.get(short, 0.0) + proc["cpu_s"]
+    if not run["bytes"]:
+        return "—"
+    return ", ".join(f"{name} {cpu * 1e9 / run['bytes']:.1f}" for name, cpu in spent.items())
+
+
+def _admission(run: Result) -> str:
+    """How much of a run went to starting its calls: when the last one got its first chunk."""
+    last_first = run["first_chunk_ms"]["max"]
+    if last_first is None:
+        return ""
+    # Older results have no peak_open.
+    peak = f", at most {run['peak_open']} open at once" if "peak_open" in run else ""
+    return f" (last first chunk {last_first / 1000:.1f} s into {run['seconds']:.1f} s{peak})"
+
+
+def cores_busy(run: Result) -> float | None:
+    """CPU seconds of every process of a run (the client's too) per second of the run."""
+    if not run["seconds"]:
+        return None
+    return sum(proc["cpu_s"] for proc in run["processes"].values()) / run["seconds"]
+
+
 def _half_load(results: list[Result]) -> list[tuple[str, float | None, float, str]]:
     checks: list[tuple[str, float | None, float, str]] = []
     for r in results:
         if r["load"] == "half":
             name = f"{r['system']} {_size(r['size'])} x{r['streams']}"
-            checks.append((f"{name} p50 ms", r["latency_ms"]["p50"], 2.0, "<"))
+            busy = cores_busy(r)
+            # A coalescing stack pays more per chunk at lower rates, so half the highest
+            # paced rate can still keep the cores busy: the latency is that of a busy machine.
+            load = "" if busy is None else f" ({busy:.1f} cores busy)"
+            checks.append((f"{name} p50 ms{load}", r["latency_ms"]["p50"], 2.0, "<"))
             checks.append((f"{name} p99 ms", r["latency_ms"]["p99"], 10.0, "<"))
     return checks
 

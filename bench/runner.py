@@ -372,6 +372,17 @@ def _kept_rate(tallies: list[dict[str, Any]]) -> float | None:
     return round(statistics.median(rates), 1) if rates else None
 
 
+def peak_open(tallies: list[dict[str, Any]]) -> int:
+    """The most streams open at once, from each one's start to its end."""
+    # (time, -1) sorts before (time, 1): a stream ending as another starts is not overlap.
+    events = sorted([(t["started"], 1) for t in tallies] + [(t["done"], -1) for t in tallies])
+    peak = open_ = 0
+    for _, step in events:
+        open_ += step
+        peak = max(peak, open_)
+    return peak
+
+
 def summarise(
     scenario: Scenario, raw: dict[str, Any] | None, processes: dict[str, Any]
 ) -> dict[str, Any]:
@@ -413,6 +424,7 @@ def summarise(
         "chunks_per_s": round(chunks / wall, 1),
         "mb_per_s": round(total_bytes / wall / 1e6, 2),
         "kept_rate": _kept_rate(tallies),
+        "peak_open": peak_open(tallies),
         "stream_mb_per_s": {
             "min": round(per_stream[0], 3),
             "median": round(statistics.median(per_stream), 3),

@@ -14,7 +14,7 @@ import matplotlib
 import pytest
 
 from bench import report
-from bench.runner import PACED_PROBES, PacedSearch
+from bench.runner import PACED_PROBES, PacedSearch, peak_open
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -193,3 +193,45 @@ def test_cpu_records_the_named_process_with_perf(tmp_path: Path) -> None:
         check=True,
     )
     assert "nats-server" in report.stdout
+
+
+def test_targets_say_how_busy_a_half_load_run_kept_the_cores_and_when_calls_started() -> None:
+    def run(load: str, streams: int, seconds: float, cpu: float, last_first_ms: float) -> dict:
+        return {
+            **{"system": "batches", "size": 64, "streams": streams, "load": load, "rate": 0},
+            **{"ok": True, "seconds": seconds, "chunks_per_s": 1000.0 * streams},
+            "latency_ms": {"p50": 24.2, "p99": 230.0, "p99.9": 300.0},
+            "first_chunk_ms": {"median": 10.0, "max": last_first_ms},
+            "processes": {"edge": {"cpu_s": cpu / 2}, "client": {"cpu_s": cpu / 2}},
+        }
+
+    results = [run("half", 10, 5.0, 9.5, 50.0), run("max", 100, 2.0, 4.0, 400.0)]
+    results.append({**run("max", 1000, 10.2, 20.0, 10_100.0), "peak_open": 150})
+    markdown = report.targets_markdown(report.targets(results))
+
+    assert "batches 64 B x10 p50 ms (1.9 cores busy): 24.2 (needs < 2) missed" in markdown
+    started = "(last first chunk 10.1 s into 10.2 s, at most 150 open at once): 10 (needs"
+    assert f"batches 64 B x1000 ÷ x100 {started}" in markdown
+
+
+def test_large_chunk_targets_say_where_each_process_spent_its_cpu_per_byte() -> None:
+    def run(system: str, mb_per_s: float, cpu: dict[str, float]) -> dict:
+        processes = {name: {"cpu_s": seconds} for name, seconds in cpu.items()}
+        shape = {"system": system, "size": 64 * 1024, "streams": 10, "load": "max"}
+        return {**shape, "mb_per_s": mb_per_s, "bytes": 10**9, "processes": processes}
+
+    ours = {"edge": 6.5, "producer-0": 1.5, "producer-1": 1.1, "nats": 5.2, "client": 4.1}
+    results = [run("stream", 80.0, ours), run("G1", 200.0, {"baseline-grpc": 3.0, "client": 4.1})]
+    markdown = report.targets_markdown(report.targets(results))
+
+    budget = "(CPU ns/B: edge 6.5, prod 2.6, nats 5.2, clie 4.1; G1 base 3.0, clie 4.1)"
+    assert f"stream 64 KiB x10 MB/s ÷ G1 {budget}: 0.4 (needs >= 0.5) missed" in markdown
+
+
+def test_peak_open_counts_the_streams_open_at_the_same_time() -> None:
+    def tally(started: float, done: float) -> dict[str, float]:
+        return {"started": started, "done": done}
+
+    # Three overlap in 2..3; the one starting as another ends does not add to it.
+    tallies = [tally(0, 3), tally(1, 4), tally(2, 5), tally(5, 6), tally(6, 7)]
+    assert peak_open(tallies) == 3
