@@ -133,6 +133,12 @@ class Runner:
                     self._point(stack, port, size, streams)
         return self.results
 
+    def hold(self, streams: int) -> list[dict[str, Any]]:
+        """Only the memory probe, on a stack of its own: its edge and G1 runs."""
+        with self._stack(streams) as stack, self._baseline_server(stack) as port:
+            self._probe(stack, port, streams)
+        return self.results
+
     @contextmanager
     def _stack(self, streams: int) -> Iterator[Stack]:
         stack = bench_stack(self.workdir / f"stack-{streams}", streams)
@@ -202,6 +208,9 @@ class Runner:
         ):
             before = rss_bytes(pid)
             result = self._run(stack, port, Scenario(system, 64, streams, 10, "hold", 2))
+            if not result["ok"]:  # streams that failed early held nothing open
+                self.progress(f"    {process} memory per open stream not measured: runs failed")
+                continue
             grown = result["processes"][process]["peak_rss_mib"] * 2**20 - before
             result["kib_per_stream"] = round(grown / streams / 1024, 1)
             self.progress(f"    {process} memory per open stream: {result['kib_per_stream']} KiB")

@@ -111,6 +111,24 @@ def test_admission_prints_cpu_per_call_of_each_server_process() -> None:
     assert names == ["edge", "nats", "producer-0", "producer-1"]
 
 
+@pytest.mark.timeout(120)
+def test_memory_prints_the_edge_and_g1_growth_per_open_stream() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.memory", "--streams", "4", "--rounds", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    (line,) = run.stdout.splitlines()
+    assert re.fullmatch(
+        r"round 1: per open stream with 4 open: stream -?\d+\.\d KiB, G1 -?\d+\.\d KiB", line
+    ), line
+    assert "exact-once in order" in run.stderr
+
+
 def test_latency_plot_takes_a_half_load_run_at_the_rate_of_a_paced_one(tmp_path: Path) -> None:
     def run(load: str, rate: int, p50: float) -> dict[str, object]:
         latency = {"p50": p50, "p99": 2 * p50, "p999": 3 * p50}

@@ -2,7 +2,8 @@
 
 Only one pull request is open at a time and it asks for at most `max_bytes`, so the
 messages a reader holds or has in flight never exceed that bound, however slow the
-reader is: this is the edge's backpressure.
+reader is: this is the edge's backpressure. Replies come on a subscription of the
+consumer's own, or on a route of a `SharedInbox` on the same connection.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.api import Header
+
+from streamer_common.inbox import SharedInbox
 
 _TERMINAL_409 = ("Consumer Deleted", "Consumer is push based")
 
@@ -37,14 +40,18 @@ class PullConsumer:
         batch: int,
         max_bytes: int,
         expires: float = 5.0,
+        inbox: SharedInbox | None = None,
     ) -> None:
         self._nc = nc
+        self._inbox = inbox
+        self._consumer = consumer
         self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self.batch = batch  # messages asked for by the next request
         self._request_batch = batch
         self._max_bytes = max_bytes
         self._expires = expires
         self._sub: Subscription | None = None
+        self._reply = ""
         self._open_until = 0.0
         self._epoch = -1
         self._released = False
@@ -54,27 +61,37 @@ class PullConsumer:
         self._signal = asyncio.Event()
 
     async def __aenter__(self) -> PullConsumer:
-        self._sub = await self._nc.subscribe(self._nc.new_inbox(), cb=self._on_msg)
+        if self._inbox is not None:
+            self._reply = await self._inbox.route(self._consumer, self._arrive)
+        else:
+            self._sub = await self._nc.subscribe(self._nc.new_inbox(), cb=self._on_msg)
+            self._reply = self._sub.subject
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        if self._inbox is not None and self._reply:
+            self._inbox.drop(self._consumer)
         if self._sub is not None:
             await self._sub.unsubscribe()
             self._sub = None
+        self._reply = ""
 
-    async def _on_msg(self, msg: Msg) -> None:
+    def _arrive(self, msg: Msg) -> None:
         self._arrived.append(msg)
         self._signal.set()
 
+    async def _on_msg(self, msg: Msg) -> None:
+        self._arrive(msg)
+
     async def _request(self) -> None:
-        assert self._sub is not None
+        assert self._reply, "used outside its async with block"
         self._request_batch = self.batch
         request = {
             "batch": self._request_batch,
             "max_bytes": self._max_bytes,
             "expires": int(self._expires * 1e9),
         }
-        await self._nc.publish(self._next_subject, json.dumps(request).encode(), self._sub.subject)
+        await self._nc.publish(self._next_subject, json.dumps(request).encode(), self._reply)
         self._open_until = time.monotonic() + self._expires + 1.0
         self._epoch = self._nc.stats["reconnects"]
         self._received = self._received_bytes = 0

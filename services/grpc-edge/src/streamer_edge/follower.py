@@ -13,6 +13,7 @@ from nats.errors import Error as NatsError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from streamer_common import frames
+from streamer_common.inbox import SharedInbox
 from streamer_common.pull import ConsumerGone, PullConsumer
 from streamer_common.topology import data_subject
 
@@ -37,9 +38,10 @@ class Follower:
     """An ephemeral ordered consumer on `stream.<id>`, recreated where it left off if lost."""
 
     def __init__(
-        self, nc: Client, data_stream: str, stream_id: str, *, max_bytes: int, outage: float
+        self, inbox: SharedInbox, data_stream: str, stream_id: str, *, max_bytes: int, outage: float
     ) -> None:
-        self._nc = nc
+        self._nc: Client = inbox.nc
+        self._inbox = inbox
         self._stream = data_stream
         self._subject = data_subject(stream_id)
         self._max_bytes = max_bytes
@@ -72,7 +74,12 @@ class Follower:
         self._consumer = info.name
         self._epoch = self._nc.stats["reconnects"]
         self._puller = PullConsumer(
-            self._nc, self._stream, self._consumer, batch=1024, max_bytes=self._max_bytes
+            self._nc,
+            self._stream,
+            self._consumer,
+            batch=1024,
+            max_bytes=self._max_bytes,
+            inbox=self._inbox,
         )
         await self._puller.__aenter__()
 

@@ -18,6 +18,7 @@ from opentelemetry import trace
 
 from streamer_common import frames
 from streamer_common.ids import id_problem, job_problem
+from streamer_common.inbox import SharedInbox
 from streamer_common.metrics import EdgeMetrics
 from streamer_common.natsio import StreamState, stream_state
 from streamer_common.proto import stream_pb2, stream_pb2_grpc
@@ -72,6 +73,7 @@ class StreamerServicer(stream_pb2_grpc.StreamerServicer):
         turns: TurnBudget | None = None,
     ) -> None:
         self._nc = nc
+        self._inbox = SharedInbox(nc)
         self._readers = readers
         self._turns = turns or TurnBudget()
         self._settings = settings
@@ -222,10 +224,10 @@ class StreamerServicer(stream_pb2_grpc.StreamerServicer):
             with call.record.delivering(state):
                 await self._follow(call, follower, stale=state.subject_sequence)
 
-    def _reader(self) -> contextlib.AbstractAsyncContextManager[Client]:
-        """The connection a reader pulls on: its own from the pool, else the edge's one."""
+    def _reader(self) -> contextlib.AbstractAsyncContextManager[SharedInbox]:
+        """The connection a reader pulls on: one from the pool, else the edge's one."""
         if self._readers is None:
-            return contextlib.nullcontext(self._nc)
+            return contextlib.nullcontext(self._inbox)
         return self._readers.reader()
 
     async def _state(self, stream_id: str) -> StreamState:
