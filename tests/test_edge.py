@@ -131,6 +131,29 @@ async def test_gap_in_the_stream_is_data_loss_and_never_forwarded(make_stack: St
     assert "expected sequence 2, got 3" in result.details
 
 
+async def test_a_message_repeating_sequences_is_data_loss_and_never_forwarded(
+    make_stack: StackFactory,
+) -> None:
+    stack = make_stack(producers=0)
+    stream_id = new_id()
+    nc = await nats.connect(stack.nats.url)
+    js = nc.jetstream()
+    after = frames.Position()
+    for sequence, sizes in ((1, [1, 1, 1]), (2, [1])):  # the second should start at 4
+        await js.publish(
+            data_subject(stream_id),
+            b"x" * len(sizes),
+            headers=frames.data_headers(stream_id, sequence, sizes, after),
+        )
+    await nc.close()
+
+    result = await collect(stack.target, stack.tls.cert, request(stream_id))
+
+    assert result.items == [(1, b"x"), (2, b"x"), (3, b"x")]
+    assert result.code == grpc.StatusCode.DATA_LOSS
+    assert "starts at sequence 2 after one that ended at 3" in result.details
+
+
 async def test_streams_beyond_the_limit_are_resource_exhausted(make_stack: StackFactory) -> None:
     stack = make_stack(edge={"EDGE_MAX_STREAMS": "2"})
     first_items = asyncio.Event()

@@ -10,11 +10,14 @@ import time
 from typing import Any
 
 import grpc
+import nats
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from conftest import StackFactory
+from streamer_common import frames
 from streamer_common.proto import stream_pb2
+from streamer_common.topology import data_subject
 from streamer_devstack.processes import Process
 from streamer_devstack.stack import Stack
 from support import Result, channel, collect, log_events, new_id, request, wait_until
@@ -128,6 +131,24 @@ async def test_retry_resumes_after_the_chunks_already_published(make_stack: Stac
     result.assert_complete(6)
     assert result.items[:-1] == [(index + 1, f"chunk {index}".encode()) for index in range(6)]
     assert attempts(stack.producers[0], stream_id) == [1, 2]
+
+
+async def test_retry_resumes_after_chunks_published_together(make_stack: StackFactory) -> None:
+    stack = make_stack()
+    stream_id = new_id()
+    result = await collect(stack.target, stack.tls.cert, job_request(stream_id, "fail-once-burst"))
+
+    result.assert_complete(100)
+    assert result.items[:-1] == [(index + 1, f"chunk {index}".encode()) for index in range(100)]
+    assert attempts(stack.producers[0], stream_id) == [1, 2]
+    nc = await nats.connect(stack.nats.url)
+    try:
+        first = await nc.jetstream().get_msg(
+            "STREAMER_DATA", seq=1, subject=data_subject(stream_id), next=True
+        )
+    finally:
+        await nc.close()
+    assert frames.SIZES in (first.headers or {}), "the burst was not published together"
 
 
 async def test_failed_stream_is_retried_when_a_client_asks_again(make_stack: StackFactory) -> None:

@@ -26,6 +26,15 @@ async def fail_once(ctx: JobContext) -> AsyncIterator[bytes]:
         yield f"chunk {index}".encode()
 
 
+@handler("fail-once-burst")
+async def fail_once_burst(ctx: JobContext) -> AsyncIterator[bytes]:
+    """Fails after a burst of 50 chunks, published together, on its first attempt."""
+    for index in range(ctx.start, 100):
+        if ctx.attempt == 1 and index == 50:
+            raise RuntimeError("transient failure")
+        yield f"chunk {index}".encode()
+
+
 @handler("stall")
 async def stall(ctx: JobContext) -> AsyncIterator[bytes]:
     """One chunk, then nothing for an hour."""

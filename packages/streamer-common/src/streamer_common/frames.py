@@ -123,9 +123,17 @@ def decode(headers: Mapping[str, str] | None, payload: bytes) -> Frame:
 
 
 def position_after(headers: Mapping[str, str]) -> Position:
-    """Where a job resumes after the message with these headers."""
+    """Where a job resumes after the message with these headers.
+
+    A marker's `Streamer-Seq` is the last sequence before it; a data message's is its first
+    item's, and it holds one item per `Streamer-Sizes` entry.
+    """
     chunk, _, skip = headers[NEXT].partition(":")
-    return Position(int(headers[SEQ]) + 1, int(chunk), int(skip or 0))
+    last = int(headers[SEQ])
+    sizes = headers.get(SIZES)
+    if sizes is not None and STATUS not in headers:
+        last += sizes.count(",")
+    return Position(last + 1, int(chunk), int(skip or 0))
 
 
 @dataclasses.dataclass(frozen=True)

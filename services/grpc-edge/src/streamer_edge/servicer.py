@@ -57,6 +57,7 @@ class Call:
     delivered: int
     sink: Sink
     record: StreamRecord
+    frame_end: int = 0  # last sequence of the data message relayed before, 0 before the first
 
 
 class StreamerServicer(stream_pb2_grpc.StreamerServicer):
@@ -323,6 +324,15 @@ class StreamerServicer(stream_pb2_grpc.StreamerServicer):
         try:
             if fresh < 0:
                 raise _data_loss(call, frame.first_sequence)
+            if call.frame_end and frame.first_sequence != call.frame_end + 1:
+                # Each message goes on from the one before; this one repeats sequences,
+                # so two writers numbered the stream differently: its data cannot be trusted.
+                raise StreamEnded(
+                    grpc.StatusCode.DATA_LOSS,
+                    f"stream {call.stream_id}: a message starts at sequence "
+                    f"{frame.first_sequence} after one that ended at {call.frame_end}",
+                )
+            call.frame_end = frame.last_sequence
             if fresh < len(frame.items):
                 await call.sink.put_many(before + 1, frame.items[fresh:] if fresh else frame.items)
         finally:
