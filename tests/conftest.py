@@ -36,12 +36,14 @@ def make_stack(tmp_path: Path) -> Iterator[StackFactory]:
         producers: int = 1,
         edge: dict[str, str] | None = None,
         producer: dict[str, str] | None = None,
+        nats_config: str = "",
     ) -> Stack:
         stack = Stack(
             tmp_path / f"stack{len(stacks)}",
             producers=producers,
             edge={**FAST_EDGE, **(edge or {})},
             producer={**FAST_PRODUCER, **(producer or {})},
+            nats_config=nats_config,
         )
         stacks.append(stack)
         stack.start()

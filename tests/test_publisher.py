@@ -10,6 +10,7 @@ from nats.aio.client import Client
 from prometheus_client import CollectorRegistry
 
 from conftest import StackFactory
+from promsupport import scrape, value
 from streamer_common.frames import Position
 from streamer_common.metrics import ProducerMetrics
 from streamer_common.topology import JOBS_CONSUMER
@@ -140,3 +141,38 @@ async def test_an_idle_producer_keeps_one_pull_request_whatever_its_concurrency(
     assert max(idle) == 1  # one slot each would be 50
     for result in results:  # more calls than slots: the rest started as slots freed
         result.assert_complete(3)
+
+
+async def test_publishes_nats_server_throttles_are_retried_and_every_stream_completes(
+    make_stack: StackFactory,
+) -> None:
+    # Room for 1 MB of messages (up to 256 KiB each) waiting to be stored in the data
+    # stream: forty jobs publishing at once overflow it, and nats-server answers 429.
+    stack = make_stack(
+        producers=2,
+        producer={"PRODUCER_CONCURRENCY": "20"},
+        nats_config="jetstream { max_buffered_size: 1mb }\n",
+    )
+    chunk = 64 * 1024
+
+    results = await asyncio.gather(
+        *(
+            collect(
+                stack.target,
+                stack.tls.cert,
+                request(new_id(), count=16, interval_ms=0, size=chunk),
+            )
+            for _ in range(40)
+        )
+    )
+
+    for result in results:
+        result.assert_complete(16)
+        assert result.items[:-1] == [
+            (index + 1, f"DATA {index}".encode().ljust(chunk, b".")) for index in range(16)
+        ]
+    throttled = sum(
+        value(scrape(producer), "streamer_producer_publish_retries_total", reason="throttled")
+        for producer in stack.producers
+    )
+    assert throttled > 0

@@ -274,6 +274,15 @@ class ProducerMetrics:
             buckets=PUBLISH_BUCKETS,
             registry=registry,
         )
+        self.publish_retries = Counter(
+            "streamer_producer_publish_retries",
+            "Publishes retried, by reason: throttled (nats-server's stream ingest queue was "
+            "full, 429) or unavailable (no connection, no acknowledgement in time).",
+            ("reason",),
+            registry=registry,
+        )
+        for reason in ("throttled", "unavailable"):
+            self.publish_retries.labels(reason)
 
     def initialize(self, jobs: Iterable[str], outcomes: Iterable[str]) -> None:
         """Create every series of the registered handlers at zero."""

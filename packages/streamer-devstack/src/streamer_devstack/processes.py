@@ -118,10 +118,15 @@ class Process:
 
 
 class NatsServer(Process):
-    """A real nats-server with JetStream; keeps its port and store across restarts."""
+    """A real nats-server with JetStream; keeps its port and store across restarts.
 
-    def __init__(self, workdir: Path, port: int = -1, name: str = "nats") -> None:
+    `config` is server configuration text (such as a `jetstream { ... }` block) that the
+    command-line options (address, ports, store) override.
+    """
+
+    def __init__(self, workdir: Path, port: int = -1, name: str = "nats", config: str = "") -> None:
         self.workdir = workdir
+        self.config = config
         self.port = port
         self.monitor_port = -1
         self.store = workdir / f"{name}-store"
@@ -139,8 +144,15 @@ class NatsServer(Process):
 
     def start(self, timeout: float = 20.0, detach: bool = False) -> None:
         """Start (or restart on the same port and store) and wait until it accepts clients."""
+        options = []
+        if self.config:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            path = self.workdir / f"{self.name}.conf"
+            path.write_text(self.config)
+            options = ["-c", str(path)]
         self.argv = [
             nats_server_binary(),
+            *options,
             "-js",
             "-a",
             "127.0.0.1",

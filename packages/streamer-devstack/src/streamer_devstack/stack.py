@@ -38,10 +38,11 @@ class Stack:
         edge_address: str = "127.0.0.1:0",
         edge: Mapping[str, str] | None = None,
         producer: Mapping[str, str] | None = None,
+        nats_config: str = "",
     ) -> None:
         self.workdir = workdir
         self.tls = tls.ensure(workdir / "tls")
-        self.nats = NatsServer(workdir)
+        self.nats = NatsServer(workdir, config=nats_config)
         self._edge_address = edge_address
         self._edge_overrides = dict(edge or {})
         self._producer_overrides = dict(producer or {})

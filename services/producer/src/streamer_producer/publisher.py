@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -18,7 +19,7 @@ from typing import NamedTuple
 
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
-from nats.js.errors import APIError
+from nats.js.errors import APIError, NotFoundError
 
 from streamer_common import frames
 from streamer_common.frames import Position
@@ -28,6 +29,7 @@ from streamer_common.topology import data_subject
 logger = logging.getLogger(__name__)
 
 _WRONG_LAST_SEQUENCE = 10071
+_TOO_MANY_REQUESTS = 10167  # the stream's ingest queue is full: the message was not stored
 _HEADER_ROOM = 1024
 _MAX_ITEMS = 4096
 
@@ -115,7 +117,11 @@ class StreamWriter:
 
     async def _adopt_interrupted_write(self) -> None:
         """A write cancelled before its acknowledgement may still have landed: if so, count it."""
-        last = await self._js.get_last_msg(self._data_stream, self._subject, direct=True)
+        try:
+            last = await self._js.get_last_msg(self._data_stream, self._subject, direct=True)
+        except NotFoundError:  # the subject is still empty: the write did not land
+            self._unconfirmed = None
+            return
         headers = last.headers or {}
         if headers.get(frames.MSG_ID) == self._unconfirmed:
             self._subject_sequence = int(last.seq or 0)
@@ -123,8 +129,14 @@ class StreamWriter:
         self._unconfirmed = None
 
     async def _publish(self, payload: bytes, headers: dict[str, str]) -> None:
+        """Publish until NATS stores it or `outage` passes; a retry repeats the same message.
+
+        Its `Nats-Msg-Id` and expected last subject sequence make a retry of a publish that
+        was stored after all fail with `wrong last sequence` instead of storing it twice.
+        """
         headers[frames.EXPECTED_LAST_SUBJECT_SEQ] = str(self._subject_sequence)
         deadline = time.monotonic() + self._outage
+        throttled = 0
         while True:
             try:
                 began = time.monotonic()
@@ -134,16 +146,27 @@ class StreamWriter:
                 self.published_messages += 1
                 return
             except APIError as error:
+                if error.err_code == _TOO_MANY_REQUESTS:
+                    # More publishes are queued for the data stream than nats-server's
+                    # max_buffered_size/msgs: back off, with jitter so writers spread out.
+                    self._metrics.publish_retries.labels("throttled").inc()
+                    pause = min(1.0, 0.01 * 2**throttled) * random.uniform(0.5, 1.0)
+                    throttled += 1
+                    self._check_deadline(deadline, error)
+                    await asyncio.sleep(pause)
+                    continue
                 if error.err_code != _WRONG_LAST_SEQUENCE:
                     raise
                 self._subject_sequence = await self._own_earlier_publish(headers)
                 return
             except (NatsError, OSError, TimeoutError) as error:
-                if time.monotonic() > deadline:
-                    raise PublishOutage(
-                        f"NATS did not accept a publish for {self._outage:g}s"
-                    ) from error
+                self._metrics.publish_retries.labels("unavailable").inc()
+                self._check_deadline(deadline, error)
                 await asyncio.sleep(0.25)
+
+    def _check_deadline(self, deadline: float, error: Exception) -> None:
+        if time.monotonic() > deadline:
+            raise PublishOutage(f"NATS did not accept a publish for {self._outage:g}s") from error
 
     async def _own_earlier_publish(self, headers: dict[str, str]) -> int:
         """After `wrong last sequence`: our own retried publish landed, or someone else wrote."""
