@@ -19,17 +19,23 @@ from bench.runner import PACED_PROBES, PacedSearch, peak_open
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.timeout(300)
-def test_tiny_bench_measures_every_system_and_writes_every_output(tmp_path: Path) -> None:
+def bench_tool(module: str, *argv: str, timeout: float = 110) -> subprocess.CompletedProcess[str]:
+    """Run `python -m <module> <argv>` from the repository root; fail unless it exits 0."""
     run = subprocess.run(
-        [sys.executable, "-m", "bench", "--mode", "tiny", "--out", str(tmp_path)],
+        [sys.executable, "-m", module, *argv],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=280,
+        timeout=timeout,
     )
-
     assert run.returncode == 0, run.stderr[-3000:]
+    return run
+
+
+@pytest.mark.timeout(300)
+def test_tiny_bench_measures_every_system_and_writes_every_output(tmp_path: Path) -> None:
+    run = bench_tool("bench", "--mode", "tiny", "--out", str(tmp_path), timeout=280)
+
     document = json.loads((tmp_path / "tiny.json").read_text())
     results = document["results"]
     assert {r["system"] for r in results} == {"stream", "batches", "G1", "Gb", "N", "N-js"}
@@ -94,15 +100,8 @@ def test_paced_search_that_never_keeps_up_reports_the_next_rate_it_would_ask() -
 
 @pytest.mark.timeout(120)
 def test_admission_prints_cpu_per_call_of_each_server_process() -> None:
-    run = subprocess.run(
-        [sys.executable, "-m", "bench.admission", "--streams", "4", "--rounds", "1"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=110,
-    )
+    run = bench_tool("bench.admission", "--streams", "4", "--rounds", "1")
 
-    assert run.returncode == 0, run.stderr[-3000:]
     bare, ours = run.stdout.splitlines()
     assert bare.startswith("round 1 G1: CPU ms per call")
     assert "4 calls in" in bare
@@ -113,15 +112,8 @@ def test_admission_prints_cpu_per_call_of_each_server_process() -> None:
 
 @pytest.mark.timeout(120)
 def test_memory_prints_the_edge_and_g1_growth_per_open_stream() -> None:
-    run = subprocess.run(
-        [sys.executable, "-m", "bench.memory", "--streams", "4", "--rounds", "1"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=110,
-    )
+    run = bench_tool("bench.memory", "--streams", "4", "--rounds", "1")
 
-    assert run.returncode == 0, run.stderr[-3000:]
     (line,) = run.stdout.splitlines()
     assert re.fullmatch(
         r"round 1: per open stream with 4 open: stream -?\d+\.\d KiB, G1 -?\d+\.\d KiB", line
@@ -145,16 +137,9 @@ def test_latency_plot_takes_a_half_load_run_at_the_rate_of_a_paced_one(tmp_path:
 
 @pytest.mark.timeout(120)
 def test_cpu_prints_cpu_per_chunk_of_each_process() -> None:
-    run = subprocess.run(
-        # 16 calls a round: the edge's CPU is read in 10 ms ticks, and 4 calls could take less.
-        [sys.executable, "-m", "bench.cpu", "--streams", "16", "--count", "50", "--rounds", "2"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=110,
-    )
+    # 16 calls a round: the edge's CPU is read in 10 ms ticks, and 4 calls could take less.
+    run = bench_tool("bench.cpu", "--streams", "16", "--count", "50", "--rounds", "2")
 
-    assert run.returncode == 0, run.stderr[-3000:]
     rounds = run.stdout.splitlines()
     assert [line.split(":")[0] for line in rounds] == ["round 1", "round 2"]
     for line in rounds:
@@ -169,15 +154,8 @@ def test_cpu_prints_cpu_per_chunk_of_each_process() -> None:
 @pytest.mark.timeout(120)
 def test_responsive_prints_how_long_health_checks_and_new_calls_wait_under_load() -> None:
     load = ["--streams", "4", "--count", "50000", "--rounds", "1"]
-    run = subprocess.run(
-        [sys.executable, "-m", "bench.responsive", *load],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=110,
-    )
+    run = bench_tool("bench.responsive", *load)
 
-    assert run.returncode == 0, run.stderr[-3000:]
     (line,) = run.stdout.splitlines()
     assert line.startswith("round 1: load ")
     health = re.search(r"health n (\d+) p50 \d+ p90 \d+ max \d+ ms", line)
@@ -193,15 +171,8 @@ def test_cpu_records_the_named_process_with_perf(tmp_path: Path) -> None:
         pytest.skip("perf is not on PATH (Debian: apt-get install linux-perf)")
     out = tmp_path / "nats.data"
     argv = ["--streams", "16", "--count", "50", "--rounds", "1", "--perf", "nats"]
-    run = subprocess.run(
-        [sys.executable, "-m", "bench.cpu", *argv, "--perf-out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=110,
-    )
+    run = bench_tool("bench.cpu", *argv, "--perf-out", str(out))
 
-    assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.splitlines()[-1] == f"perf report -i {out} --children --sort sym"
     report = subprocess.run(
         ["perf", "report", "-i", str(out), "--stdio", "--sort", "comm"],
