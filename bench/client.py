@@ -171,10 +171,14 @@ async def run_nats(args: argparse.Namespace, tallies: list[Tally], hist: Histogr
                 f"{args.prefix}.*", durable=None, config=ConsumerConfig(ack_policy=AckPolicy.NONE)
             )
             print("ready", file=sys.stderr, flush=True)
+            # nats-py's fetch has no byte bound: keep what one fetch brings under 32 MiB, or
+            # nats-server cuts the connection off as a slow consumer (max_pending, 64 MiB),
+            # as the edge's readers bound theirs.
+            batch = max(1, min(1024, (32 << 20) // max(args.size, 1)))
             deadline = time.monotonic() + args.timeout
             while not finished.is_set() and time.monotonic() < deadline:
                 try:
-                    messages = await sub.fetch(1024, timeout=1.0)
+                    messages = await sub.fetch(batch, timeout=1.0)
                 except nats.errors.TimeoutError:
                     continue
                 now = time.time_ns()
