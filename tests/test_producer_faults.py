@@ -15,6 +15,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from conftest import StackFactory
+from promsupport import scrape, value
 from streamer_common import frames
 from streamer_common.proto import stream_pb2
 from streamer_common.topology import data_subject
@@ -226,6 +227,27 @@ async def test_nats_server_restarted_mid_stream(make_stack: StackFactory, how: s
     assert received_at_outage < 60, "the stream had finished before NATS went down"
     result.assert_complete(60)
     assert result.items == produced(60)
+
+
+async def test_publish_unanswered_in_an_outage_is_retried_and_counted(
+    make_stack: StackFactory,
+) -> None:
+    # Longer than the producer's 2 s publish timeout: the publish in flight goes unanswered.
+    stack = make_stack()
+    call = Call.start(stack, request(new_id(), count=60, interval_ms=50))
+    await call.received(10)
+    stack.nats.kill()
+    await asyncio.sleep(3.0)
+    await asyncio.to_thread(stack.nats.start)
+    result = await call.result()
+
+    result.assert_complete(60)
+    assert result.items == produced(60)
+    retried = sum(
+        value(scrape(producer), "streamer_producer_publish_retries_total", reason="unavailable")
+        for producer in stack.producers
+    )
+    assert retried > 0
 
 
 async def edge_health(stack: Stack) -> int:
