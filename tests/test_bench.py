@@ -111,6 +111,17 @@ def test_admission_prints_cpu_per_call_of_each_server_process() -> None:
 
 
 @pytest.mark.timeout(120)
+def test_callstart_prints_first_chunk_and_end_percentiles_of_both_servers() -> None:
+    run = bench_tool("bench.callstart", "--calls", "3", "--rounds", "1")
+
+    lines = run.stdout.splitlines()
+    assert [line.split(":", 1)[0] for line in lines] == ["round 1 G1", "round 1 Stream"]
+    figures = r"p50 \d+\.\d\d p90 \d+\.\d\d p99 \d+\.\d\d ms"
+    for line in lines:
+        assert re.fullmatch(rf".*: first chunk {figures}; end {figures}", line), line
+
+
+@pytest.mark.timeout(120)
 def test_memory_prints_the_edge_and_g1_growth_per_open_stream() -> None:
     run = bench_tool("bench.memory", "--streams", "4", "--rounds", "1")
 
