@@ -7,7 +7,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -211,7 +211,6 @@ class StreamerServicer(stream_pb2_grpc.StreamerServicer):
         state = await self._state(call.stream_id)
         async with (
             self._interest.hold(call.stream_id),
-            self._starting(call, state) as started,
             self._reader() as reader,
             Follower(
                 reader,
@@ -221,31 +220,12 @@ class StreamerServicer(stream_pb2_grpc.StreamerServicer):
                 outage=settings.nats_outage_timeout,
             ) as follower,
         ):
-            await started
+            # The job is queued only once a reader exists: a call refused a consumer
+            # queues no work for nobody.
+            if not state.finished:
+                await self._start_job(call, state)
             with call.record.delivering(state):
                 await self._follow(call, follower, stale=state.subject_sequence)
-
-    @contextlib.asynccontextmanager
-    async def _starting(self, call: Call, state: StreamState) -> AsyncIterator[Awaitable[None]]:
-        """Queue the job (unless finished) while the block creates the consumer.
-
-        The consumer reads the stream's stored messages, so what the job writes before the
-        consumer exists is not missed: the two round trips overlap. The block awaits what
-        it is given before relaying; a block that fails first cancels the queueing.
-        """
-        if state.finished:
-            nothing = asyncio.get_running_loop().create_future()
-            nothing.set_result(None)
-            yield nothing
-            return
-        queueing = asyncio.ensure_future(self._start_job(call, state))
-        try:
-            yield queueing
-        finally:
-            if not queueing.done():
-                queueing.cancel()
-            elif not queueing.cancelled():
-                queueing.exception()  # raised in the block already, or never awaited there
 
     def _reader(self) -> contextlib.AbstractAsyncContextManager[SharedInbox]:
         """The connection a reader pulls on: one from the pool, else the edge's one."""
