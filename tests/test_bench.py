@@ -122,6 +122,16 @@ def test_callstart_prints_first_chunk_and_end_percentiles_of_both_servers() -> N
 
 
 @pytest.mark.timeout(120)
+def test_jsops_prints_cpu_per_operation_of_each_kind() -> None:
+    run = bench_tool("bench.jsops", "--calls", "5", "--rounds", "1")
+
+    (line,) = run.stdout.splitlines()
+    figures = re.findall(r"(\w+) nats-server \d+ client \d+", line)
+    assert line.startswith("round 1: CPU µs per operation: "), line
+    assert figures == ["state", "consumer", "direct"], line
+
+
+@pytest.mark.timeout(120)
 def test_memory_prints_the_edge_and_g1_growth_per_open_stream() -> None:
     run = bench_tool("bench.memory", "--streams", "4", "--rounds", "1")
 

@@ -11,6 +11,7 @@ import nats
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from nats.js.api import ConsumerConfig
 
 from conftest import StackFactory
 from streamer_common import frames
@@ -409,3 +410,43 @@ async def test_nats_outage_beyond_the_bound_ends_in_flight_streams_unavailable(
     assert delivered == list(range(1, len(delivered) + 1))
     assert result.trailing["streamer-last-sequence"] == str(len(delivered))
     assert result.seconds < 10
+
+
+async def test_a_call_beyond_the_data_streams_consumer_limit_is_refused_and_queues_no_job(
+    make_stack: StackFactory,
+) -> None:
+    # Another edge's readers hold two of the three consumers the data stream allows.
+    limit = {"DATA_MAX_CONSUMERS": "3", "MAX_STREAMS": "3"}
+    stack = make_stack(
+        edge={f"EDGE_{name}": value for name, value in limit.items()},
+        producer={"PRODUCER_DATA_MAX_CONSUMERS": "3"},
+    )
+    nc = await nats.connect(stack.nats.url)
+    try:
+        js = nc.jetstream()
+        for _ in range(2):
+            await js.add_consumer("STREAMER_DATA", ConsumerConfig(filter_subject="stream.other"))
+        first_items = asyncio.Event()
+        holding = asyncio.create_task(
+            collect(
+                stack.target,
+                stack.tls.cert,
+                request(new_id(), count=20, interval_ms=50),
+                on_item=lambda _: first_items.set(),
+            )
+        )
+        await first_items.wait()
+        refused_id = new_id()
+        refused = await collect(stack.target, stack.tls.cert, request(refused_id))
+        held = await holding
+        jobs = await js.stream_info("STREAMER_JOBS")
+    finally:
+        await nc.close()
+
+    held.assert_complete(20)
+    assert refused.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "STREAMER_DATA is at its limit of consumers" in refused.details
+    assert "DATA_MAX_CONSUMERS (3 here)" in refused.details
+    assert jobs.state.last_seq == 1, "only the call that got a consumer queued a job"
+    started = log_events(stack.producers[0], "job started")
+    assert not [line for line in started if refused_id in line]

@@ -41,6 +41,11 @@ def test_edge_defaults_listen_on_50051_with_tls() -> None:
         ({**TLS, "EDGE_STALL_TIMEOUT": "soon"}, "EDGE_STALL_TIMEOUT"),
         ({**TLS, "EDGE_PLAINTEXT": "maybe"}, "EDGE_PLAINTEXT"),
         ({**TLS, "EDGE_STREAM_BUFFER_BYTES": "1000"}, "STREAM_BUFFER_BYTES"),
+        ({**TLS, "EDGE_DATA_MAX_CONSUMERS": "0"}, "DATA_MAX_CONSUMERS must be at least 1"),
+        (
+            {**TLS, "EDGE_MAX_STREAMS": "20000"},
+            r"MAX_STREAMS \(20000\) must be at most DATA_MAX_CONSUMERS \(10000\)",
+        ),
     ],
 )
 def test_bad_edge_settings_name_the_variable(environ: dict[str, str], message: str) -> None:
@@ -100,7 +105,8 @@ def test_good_ids(good: str) -> None:
 def test_the_edge_warns_when_slow_clients_could_exceed_its_memory_limit(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, limit: str, streams: int, warned: bool
 ) -> None:
-    settings = load(EdgeSettings, "EDGE", {**TLS, "EDGE_MAX_STREAMS": str(streams)})
+    limits = {"EDGE_MAX_STREAMS": str(streams), "EDGE_DATA_MAX_CONSUMERS": str(streams)}
+    settings = load(EdgeSettings, "EDGE", {**TLS, **limits})
     memory_max = tmp_path / "memory.max"
     memory_max.write_text(limit)
 

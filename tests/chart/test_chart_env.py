@@ -20,6 +20,7 @@ SHARED = (
     "DUPLICATE_WINDOW",
     "STREAM_REPLICAS",
     "MAX_MESSAGE_BYTES",
+    "DATA_MAX_CONSUMERS",
 )
 
 
@@ -48,12 +49,14 @@ def test_numbers_render_whole_and_lists_comma_separated() -> None:
     docs = render(
         None,
         "edge.config.maxStreams=1000000",
+        "config.dataMaxConsumers=2000000",
         "edge.resources.limits.memory=3Ti",
         "config.maxMessageBytes=8000000",
         "producer.handlerModules={acme.a,acme.b}",
     )
     edge, producer = env(docs, EDGE), env(docs, PRODUCER)
     assert edge["EDGE_MAX_STREAMS"] == "1000000"
+    assert edge["EDGE_DATA_MAX_CONSUMERS"] == producer["PRODUCER_DATA_MAX_CONSUMERS"] == "2000000"
     assert edge["EDGE_MAX_MESSAGE_BYTES"] == "8000000"
     assert edge["EDGE_STREAM_BUFFER_BYTES"] == "2097152"
     assert producer["PRODUCER_RETRY_BACKOFF"] == "1s,2s,5s,10s"

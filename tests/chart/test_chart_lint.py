@@ -68,6 +68,15 @@ def failure(*sets: str) -> str:
             " + 128 MiB = 2628 Mi",
         ),
         (("edge.resources.limits.memory=lots",), 'cannot read the memory quantity "lots"'),
+        (
+            ("edge.autoscaling.enabled=true", "edge.autoscaling.maxReplicas=11"),
+            "config.dataMaxConsumers (10000) is less than the streams the edges may hold open:"
+            " 11 edges x edge.config.maxStreams (1000) = 11000",
+        ),
+        (
+            ("edge.replicaCount=3", "config.dataMaxConsumers=2999"),
+            "3 edges x edge.config.maxStreams (1000) = 3000",
+        ),
     ],
 )
 def test_mistakes_fail_with_a_message_naming_the_value(sets: tuple[str, ...], message: str) -> None:

@@ -345,3 +345,17 @@ process. Past the limit the kernel would kill the edge and every stream on it.
 {{- fail (printf "edge.resources.limits.memory (%s) is less than the edge may hold with slow clients: edge.config.maxStreams (%d) x (streamBufferBytes %d + 512 KiB in gRPC) + 128 MiB = %d Mi. Raise the limit, or lower maxStreams or streamBufferBytes" .Values.edge.resources.limits.memory ($config.maxStreams | int) ($config.streamBufferBytes | int) (divf $needed 1048576.0 | ceil | int)) }}
 {{- end }}
 {{- end }}
+
+{{/*
+Fails unless the data stream allows a consumer for every stream the edges may hold open:
+each open stream reads through one, so a call past config.dataMaxConsumers would be
+refused (RESOURCE_EXHAUSTED) while the edges still have room.
+*/}}
+{{- define "streamer.checkDataConsumers" -}}
+{{- $edge := .Values.edge }}
+{{- $replicas := ternary $edge.autoscaling.maxReplicas $edge.replicaCount $edge.autoscaling.enabled | int }}
+{{- $needed := mul $replicas ($edge.config.maxStreams | int) }}
+{{- if gt $needed (.Values.config.dataMaxConsumers | int) }}
+{{- fail (printf "config.dataMaxConsumers (%d) is less than the streams the edges may hold open: %d edges x edge.config.maxStreams (%d) = %d. Raise dataMaxConsumers, or lower maxStreams" (.Values.config.dataMaxConsumers | int) $replicas ($edge.config.maxStreams | int) $needed) }}
+{{- end }}
+{{- end }}

@@ -106,6 +106,7 @@ class NatsSettings:
     duplicate_window: Duration = Duration(120)
     stream_replicas: int = 1
     max_message_bytes: int = 1024 * 1024
+    data_max_consumers: int = 10000
     metrics_address: str = ""
     log_level: str = "INFO"
     log_format: str = "json"
@@ -116,6 +117,8 @@ class NatsSettings:
             raise ValueError("NATS_URL must name at least one server")
         if self.max_message_bytes < 1024:
             raise ValueError("MAX_MESSAGE_BYTES must be at least 1024")
+        if self.data_max_consumers < 1:
+            raise ValueError("DATA_MAX_CONSUMERS must be at least 1")
         if self.stream_replicas not in (1, 3, 5):
             raise ValueError("STREAM_REPLICAS must be 1, 3 or 5")
         if self.log_format not in ("json", "text"):

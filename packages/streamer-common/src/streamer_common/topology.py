@@ -57,6 +57,7 @@ class Topology:
     duplicate_window: float
     replicas: int
     max_message_bytes: int
+    data_max_consumers: int = 10000
 
     @classmethod
     def from_settings(cls, settings: NatsSettings) -> Topology:
@@ -68,6 +69,7 @@ class Topology:
             duplicate_window=float(settings.duplicate_window),
             replicas=settings.stream_replicas,
             max_message_bytes=settings.max_message_bytes,
+            data_max_consumers=settings.data_max_consumers,
         )
 
     def data_config(self) -> StreamConfig:
@@ -83,6 +85,9 @@ class Topology:
             discard=DiscardPolicy.OLD,
             num_replicas=self.replicas,
             allow_direct=True,
+            # Every open call reads through a consumer of its own. nats-server 2.15 caps a
+            # stream that sets no limit at 1000 consumers; unlimited cannot be asked for.
+            max_consumers=self.data_max_consumers,
         )
 
     def jobs_config(self) -> StreamConfig:
@@ -144,6 +149,34 @@ async def ensure_stream(js: JetStreamContext, wanted: StreamConfig) -> None:
             + ", ".join(differences)
             + ". Align the settings of every service, or update or delete the stream."
         )
+    await _raise_max_consumers(js, wanted, info.config)
+
+
+async def _raise_max_consumers(
+    js: JetStreamContext, wanted: StreamConfig, actual: StreamConfig
+) -> None:
+    """Raise the stream's consumer limit to `wanted`'s if it is lower; never lower it.
+
+    A limit is a capacity, not a definition: services configured differently each get at
+    least theirs. A stream made without a limit reports -1, which nats-server 2.15 reads
+    as its default of 1000, so it gets the configured one. A server that refuses the
+    update leaves the stream as it was.
+    """
+    want, have = wanted.max_consumers, actual.max_consumers or -1
+    if not want or want <= have:
+        return
+    try:
+        await js.update_stream(dataclasses.replace(actual, max_consumers=want))
+    except Exception as error:
+        # A server too old to update the limit predates its default, and reads -1 as none.
+        log = logger.warning if have > 0 else logger.info
+        log(
+            "cannot change the stream's consumer limit",
+            extra={"stream": wanted.name, "limit": have, "configured": want, "error": str(error)},
+        )
+        return
+    extra = {"stream": wanted.name, "from": have, "to": want}
+    logger.info("raised the stream's consumer limit", extra=extra)
 
 
 async def ensure_topology(js: JetStreamContext, topology: Topology) -> None:

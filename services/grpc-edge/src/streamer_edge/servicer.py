@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 LAST_SEQUENCE_KEY = "streamer-last-sequence"
 Write = Callable[[Any], Awaitable[None]]
 _ALREADY_QUEUED = 10077  # JetStream: maximum messages per subject exceeded
+_CONSUMER_LIMIT = 10026  # JetStream: maximum consumers limit reached
 
 
 class StreamEnded(Exception):
@@ -209,23 +210,33 @@ class StreamerServicer(stream_pb2_grpc.StreamerServicer):
     async def _relay(self, call: Call) -> None:
         settings = self._settings
         state = await self._state(call.stream_id)
-        async with (
-            self._interest.hold(call.stream_id),
-            self._reader() as reader,
-            Follower(
-                reader,
-                settings.data_stream,
-                call.stream_id,
-                max_bytes=settings.stream_buffer_bytes,
-                outage=settings.nats_outage_timeout,
-            ) as follower,
-        ):
-            # The job is queued only once a reader exists: a call refused a consumer
-            # queues no work for nobody.
-            if not state.finished:
-                await self._start_job(call, state)
-            with call.record.delivering(state):
-                await self._follow(call, follower, stale=state.subject_sequence)
+        try:
+            async with (
+                self._interest.hold(call.stream_id),
+                self._reader() as reader,
+                Follower(
+                    reader,
+                    settings.data_stream,
+                    call.stream_id,
+                    max_bytes=settings.stream_buffer_bytes,
+                    outage=settings.nats_outage_timeout,
+                ) as follower,
+            ):
+                # The job is queued only once a reader exists: a call refused a consumer
+                # queues no work for nobody.
+                if not state.finished:
+                    await self._start_job(call, state)
+                with call.record.delivering(state):
+                    await self._follow(call, follower, stale=state.subject_sequence)
+        except APIError as error:
+            if error.err_code != _CONSUMER_LIMIT:
+                raise
+            raise StreamEnded(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"JetStream stream {settings.data_stream} is at its limit of consumers, one "
+                "per open stream everywhere; retry with backoff, or raise DATA_MAX_CONSUMERS "
+                f"({settings.data_max_consumers} here)",
+            ) from None
 
     def _reader(self) -> contextlib.AbstractAsyncContextManager[SharedInbox]:
         """The connection a reader pulls on: one from the pool, else the edge's one."""

@@ -57,6 +57,12 @@ class EdgeSettings(NatsSettings):
             raise ValueError("ACCEPT_TIMEOUT must be 1s to 24h")
         if self.max_streams < 1:
             raise ValueError("MAX_STREAMS must be at least 1")
+        if self.max_streams > self.data_max_consumers:
+            # Each open stream reads through a consumer of its own on the data stream.
+            raise ValueError(
+                f"MAX_STREAMS ({self.max_streams}) must be at most DATA_MAX_CONSUMERS "
+                f"({self.data_max_consumers}), the data stream's limit of consumers"
+            )
 
 
 def load_settings() -> EdgeSettings:
