@@ -132,6 +132,16 @@ def test_jsops_prints_cpu_per_operation_of_each_kind() -> None:
 
 
 @pytest.mark.timeout(120)
+def test_pyalloc_prints_the_edges_python_allocations_per_open_stream() -> None:
+    run = bench_tool("bench.pyalloc", "--streams", "4", "--top", "3")
+
+    first, *sites = run.stdout.splitlines()
+    assert re.fullmatch(r"Python allocations per open stream \(4 open\): -?\d+\.\d\d KiB", first)
+    assert len(sites) == 3
+    assert all(re.fullmatch(r" +-?\d+ B +-?\d+\.\d\d blocks  \S.*", site) for site in sites), sites
+
+
+@pytest.mark.timeout(120)
 def test_memory_prints_the_edge_and_g1_growth_per_open_stream() -> None:
     run = bench_tool("bench.memory", "--streams", "4", "--rounds", "1")
 

@@ -57,7 +57,7 @@ class Topology:
     duplicate_window: float
     replicas: int
     max_message_bytes: int
-    data_max_consumers: int = 10000
+    data_max_consumers: int
 
     @classmethod
     def from_settings(cls, settings: NatsSettings) -> Topology:

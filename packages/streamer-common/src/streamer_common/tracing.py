@@ -7,10 +7,12 @@ silently rename them. Context travels in NATS headers as W3C `traceparent`.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 from collections.abc import Mapping, MutableMapping
 
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
@@ -129,3 +131,27 @@ def extract(headers: Mapping[str, str] | None) -> Context | None:
     if not headers or "traceparent" not in headers:
         return None
     return propagate.extract(headers)
+
+
+class CurrentSpan:
+    """`with CurrentSpan(span):` makes `span` the current span in the block, then ends it.
+
+    What `tracer.start_as_current_span` does, without its four generators: the edge holds
+    two spans open for the whole life of each stream, and those generators were 2.5 KiB
+    of its memory per open stream.
+    """
+
+    __slots__ = ("_token", "span")
+
+    def __init__(self, span: trace.Span) -> None:
+        self.span = span
+        self._token: contextvars.Token[Context] | None = None
+
+    def __enter__(self) -> trace.Span:
+        self._token = otel_context.attach(trace.set_span_in_context(self.span))
+        return self.span
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._token is not None:
+            otel_context.detach(self._token)
+        self.span.end()

@@ -211,18 +211,17 @@ class _Call:
         method.started.inc()
         began = time.monotonic()
         error: BaseException | None = None
-        with self._tracer.start_as_current_span(
+        span = self._tracer.start_span(
             f"{self._service}/{self._name}",
             context=tracing.extract(self._metadata),
             kind=SpanKind.SERVER,
-            record_exception=False,
-            set_status_on_exception=False,
             attributes={
                 tracing.RPC_SYSTEM: "grpc",
                 tracing.RPC_SERVICE: self._service,
                 tracing.RPC_METHOD: self._name,
             },
-        ) as span:
+        )
+        with tracing.CurrentSpan(span):
             try:
                 yield
             except BaseException as raised:
@@ -368,7 +367,7 @@ class StreamRecord:
         """A CONSUMER span around relaying `stream.<id>` to the client."""
         if state.finished or (state.status is None and state.subject_sequence > 0):
             self._metrics.late_attaches.inc()
-        with self._tracer.start_as_current_span(
+        span = self._tracer.start_span(
             f"process {data_subject('{id}')}",
             kind=SpanKind.CONSUMER,
             attributes={
@@ -377,7 +376,8 @@ class StreamRecord:
                 ),
                 tracing.STREAM_ID: self.stream_id,
             },
-        ) as span:
+        )
+        with tracing.CurrentSpan(span):
             self._delivery = span
             try:
                 yield
