@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 from bench.procstat import cpu_seconds
-from bench.runner import PART, ROOT, _env, _python, bench_stack
-from streamer_devstack.processes import Process
+from bench.runner import PART, ROOT, _env, _python, baseline_server, bench_stack
 from streamer_devstack.stack import Stack
 
 
@@ -83,31 +81,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="streamer-admission-") as tmp:
         workdir = Path(tmp)
         stack = bench_stack(workdir, args.streams)
-        with stack.running():
-            baseline = Process(
-                "baseline-grpc",
-                _python(
-                    "bench.baseline_grpc",
-                    *("--cert", str(stack.tls.cert), "--key", str(stack.tls.key)),
-                ),
-                workdir / "baseline-grpc.log",
-                _env(),
-            )
-            baseline.spawn()
-            try:
-                port = int(baseline.wait_for(re.compile(rb"port (\d+)"), 30).group(1))
-                assert stack.edge is not None
-                ours = {"edge": stack.edge.pid, "nats": stack.nats.pid}
-                ours |= {producer.name: producer.pid for producer in stack.producers}
-                for target in (f"127.0.0.1:{port}", stack.target):  # warm both up, unmeasured
-                    calls(stack, target, args.streams)
-                for round_ in range(1, args.rounds + 1):
-                    bare = measure(stack, f"127.0.0.1:{port}", {"G1": baseline.pid}, args.streams)
-                    print(f"round {round_} G1: {bare}", flush=True)
-                    streamer = measure(stack, stack.target, ours, args.streams)
-                    print(f"round {round_} Stream: {streamer}", flush=True)
-            finally:
-                baseline.stop(5)
+        with stack.running(), baseline_server(stack) as (port, pid):
+            assert stack.edge is not None
+            ours = {"edge": stack.edge.pid, "nats": stack.nats.pid}
+            ours |= {producer.name: producer.pid for producer in stack.producers}
+            for target in (f"127.0.0.1:{port}", stack.target):  # warm both up, unmeasured
+                calls(stack, target, args.streams)
+            for round_ in range(1, args.rounds + 1):
+                bare = measure(stack, f"127.0.0.1:{port}", {"G1": pid}, args.streams)
+                print(f"round {round_} G1: {bare}", flush=True)
+                streamer = measure(stack, stack.target, ours, args.streams)
+                print(f"round {round_} Stream: {streamer}", flush=True)
 
 
 if __name__ == "__main__":

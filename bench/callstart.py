@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import statistics
 import tempfile
 import time
@@ -19,9 +18,8 @@ from pathlib import Path
 
 import grpc
 
-from bench.runner import _env, _python, bench_stack
+from bench.runner import baseline_server, bench_stack
 from streamer_common.proto import stream_pb2, stream_pb2_grpc
-from streamer_devstack.processes import Process
 
 
 def parse_args() -> argparse.Namespace:
@@ -64,33 +62,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="streamer-callstart-") as tmp:
         workdir = Path(tmp)
         stack = bench_stack(workdir, 10)
-        with stack.running():
-            baseline = Process(
-                "baseline-grpc",
-                _python(
-                    "bench.baseline_grpc",
-                    *("--cert", str(stack.tls.cert), "--key", str(stack.tls.key)),
-                ),
-                workdir / "baseline-grpc.log",
-                _env(),
-            )
-            baseline.spawn()
-            try:
-                port = int(baseline.wait_for(re.compile(rb"port (\d+)"), 30).group(1))
-                ca = stack.tls.cert.read_bytes()
-                targets = {"G1": f"127.0.0.1:{port}", "Stream": stack.target}
-                for target in targets.values():  # warm both up, unmeasured
-                    asyncio.run(one_at_a_time(target, ca, 20))
-                for round_ in range(1, args.rounds + 1):
-                    for name, target in targets.items():
-                        firsts, ends = asyncio.run(one_at_a_time(target, ca, args.calls))
-                        print(
-                            f"round {round_} {name}: {summary('first chunk', firsts)}; "
-                            f"{summary('end', ends)}",
-                            flush=True,
-                        )
-            finally:
-                baseline.stop(5)
+        with stack.running(), baseline_server(stack) as (port, _):
+            ca = stack.tls.cert.read_bytes()
+            targets = {"G1": f"127.0.0.1:{port}", "Stream": stack.target}
+            for target in targets.values():  # warm both up, unmeasured
+                asyncio.run(one_at_a_time(target, ca, 20))
+            for round_ in range(1, args.rounds + 1):
+                for name, target in targets.items():
+                    firsts, ends = asyncio.run(one_at_a_time(target, ca, args.calls))
+                    print(
+                        f"round {round_} {name}: {summary('first chunk', firsts)}; "
+                        f"{summary('end', ends)}",
+                        flush=True,
+                    )
 
 
 if __name__ == "__main__":

@@ -102,6 +102,22 @@ def bench_stack(workdir: Path, streams: int) -> Stack:
     )
 
 
+@contextmanager
+def baseline_server(stack: Stack) -> Iterator[tuple[int, int]]:
+    """The bare grpcio TLS server (G1, Gb) beside `stack`: its port and pid."""
+    server = Process(
+        "baseline-grpc",
+        _python("bench.baseline_grpc", "--cert", str(stack.tls.cert), "--key", str(stack.tls.key)),
+        stack.workdir / "baseline-grpc.log",
+        _env(),
+    )
+    server.spawn()
+    try:
+        yield int(server.wait_for(re.compile(rb"port (\d+)"), 30).group(1)), server.pid
+    finally:
+        server.stop(5)
+
+
 class Runner:
     """Runs every scenario of a plan, printing progress; results land in `results`."""
 
@@ -148,20 +164,9 @@ class Runner:
 
     @contextmanager
     def _baseline_server(self, stack: Stack) -> Iterator[int]:
-        server = Process(
-            "baseline-grpc",
-            _python(
-                "bench.baseline_grpc", "--cert", str(stack.tls.cert), "--key", str(stack.tls.key)
-            ),
-            stack.workdir / "baseline-grpc.log",
-            _env(),
-        )
-        server.spawn()
-        try:
-            self._server_pid = server.pid
-            yield int(server.wait_for(re.compile(rb"port (\d+)"), 30).group(1))
-        finally:
-            server.stop(5)
+        with baseline_server(stack) as (port, pid):
+            self._server_pid = pid
+            yield port
 
     def _point(self, stack: Stack, port: int, size: int, streams: int) -> None:
         count = self.plan.count(size, streams)
