@@ -425,7 +425,8 @@ async def test_a_call_beyond_the_data_streams_consumer_limit_is_refused_and_queu
     try:
         js = nc.jetstream()
         for _ in range(2):
-            await js.add_consumer("STREAMER_DATA", ConsumerConfig(filter_subject="stream.other"))
+            config = ConsumerConfig(filter_subject="stream.other", inactive_threshold=60.0)
+            await js.add_consumer("STREAMER_DATA", config)
         first_items = asyncio.Event()
         holding = asyncio.create_task(
             collect(
