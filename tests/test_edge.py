@@ -416,13 +416,11 @@ async def test_a_call_beyond_the_data_streams_consumer_limit_is_refused_and_queu
     make_stack: StackFactory,
 ) -> None:
     # Another edge's readers hold two of the three consumers the data stream allows.
-    limit = {"DATA_MAX_CONSUMERS": "3", "MAX_STREAMS": "3"}
     stack = make_stack(
-        edge={f"EDGE_{name}": value for name, value in limit.items()},
+        edge={"EDGE_DATA_MAX_CONSUMERS": "3", "EDGE_MAX_STREAMS": "3"},
         producer={"PRODUCER_DATA_MAX_CONSUMERS": "3"},
     )
-    nc = await nats.connect(stack.nats.url)
-    try:
+    async with await nats.connect(stack.nats.url) as nc:
         js = nc.jetstream()
         for _ in range(2):
             config = ConsumerConfig(filter_subject="stream.other", inactive_threshold=60.0)
@@ -441,8 +439,6 @@ async def test_a_call_beyond_the_data_streams_consumer_limit_is_refused_and_queu
         refused = await collect(stack.target, stack.tls.cert, request(refused_id))
         held = await holding
         jobs = await js.stream_info("STREAMER_JOBS")
-    finally:
-        await nc.close()
 
     held.assert_complete(20)
     assert refused.code == grpc.StatusCode.RESOURCE_EXHAUSTED

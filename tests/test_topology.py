@@ -40,11 +40,8 @@ def test_producer_with_different_ack_wait_refuses_to_start(make_stack: StackFact
 
 async def data_stream_limit(stack: Stack) -> int:
     """The data stream's max_consumers as nats-server reports it."""
-    nc = await nats.connect(stack.nats.url)
-    try:
+    async with await nats.connect(stack.nats.url) as nc:
         info = await nc.jetstream().stream_info("STREAMER_DATA")
-    finally:
-        await nc.close()
     return info.config.max_consumers or -1
 
 
@@ -52,15 +49,12 @@ async def test_the_data_stream_takes_more_consumers_than_nats_servers_default(
     make_stack: StackFactory,
 ) -> None:
     stack = make_stack(producers=1)
-    nc = await nats.connect(stack.nats.url)
-    try:
+    async with await nats.connect(stack.nats.url) as nc:
         js = nc.jetstream()
         # nats-server 2.15 caps a stream that sets no limit at 1000 consumers.
         for index in range(1001):
             config = ConsumerConfig(filter_subject=f"stream.s{index}", inactive_threshold=60.0)
             await js.add_consumer("STREAMER_DATA", config)
-    finally:
-        await nc.close()
 
     assert await data_stream_limit(stack) == 10000
 
@@ -69,13 +63,10 @@ async def test_a_lower_consumer_limit_is_raised_and_never_lowered(
     make_stack: StackFactory,
 ) -> None:
     stack = make_stack(producers=1)
-    nc = await nats.connect(stack.nats.url)
-    try:
+    async with await nats.connect(stack.nats.url) as nc:
         js = nc.jetstream()
         info = await js.stream_info("STREAMER_DATA")
         await js.update_stream(dataclasses.replace(info.config, max_consumers=500))
-    finally:
-        await nc.close()
 
     stack.add_producer()
     raised = await data_stream_limit(stack)

@@ -149,10 +149,10 @@ class StreamWriter:
                 if error.err_code == _TOO_MANY_REQUESTS:
                     # More publishes are queued for the data stream than nats-server's
                     # max_buffered_size/msgs: back off, with jitter so writers spread out.
+                    self._check_deadline(deadline, error)
                     self._metrics.publish_retries.labels("throttled").inc()
                     pause = min(1.0, 0.01 * 2**throttled) * random.uniform(0.5, 1.0)
                     throttled += 1
-                    self._check_deadline(deadline, error)
                     await asyncio.sleep(pause)
                     continue
                 if error.err_code != _WRONG_LAST_SEQUENCE:
@@ -160,8 +160,8 @@ class StreamWriter:
                 self._subject_sequence = await self._own_earlier_publish(headers)
                 return
             except (NatsError, OSError, TimeoutError) as error:
-                self._metrics.publish_retries.labels("unavailable").inc()
                 self._check_deadline(deadline, error)
+                self._metrics.publish_retries.labels("unavailable").inc()
                 await asyncio.sleep(0.25)
 
     def _check_deadline(self, deadline: float, error: Exception) -> None:
