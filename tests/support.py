@@ -12,9 +12,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import grpc
+import nats
 
+from streamer_common.natsio import stream_state
 from streamer_common.proto import stream_pb2, stream_pb2_grpc
 from streamer_devstack.processes import Process
+from streamer_devstack.stack import Stack
 
 LAST_SEQUENCE_KEY = "streamer-last-sequence"
 
@@ -130,3 +133,22 @@ async def wait_until(
 
 HANDLERS_DIR = str(Path(__file__).parent / "handlers")
 TEST_PYTHONPATH = os.pathsep.join(filter(None, [HANDLERS_DIR, os.environ.get("PYTHONPATH")]))
+
+
+async def last_status(stack: Stack, stream_id: str) -> str | None:
+    """Status of the last message on the stream's subject (None for a chunk)."""
+    nc = await nats.connect(stack.nats.url)
+    try:
+        return (await stream_state(nc, "STREAMER_DATA", stream_id)).status
+    finally:
+        await nc.close()
+
+
+async def wait_for_status(stack: Stack, stream_id: str, status: str, timeout: float) -> float:
+    """Seconds until the stream's last message has `status`; fails after `timeout`."""
+    started = asyncio.get_running_loop().time()
+    while (found := await last_status(stack, stream_id)) != status:
+        waited = asyncio.get_running_loop().time() - started
+        assert waited < timeout, f"stream status still {found!r} after {waited:.1f}s"
+        await asyncio.sleep(0.05)
+    return asyncio.get_running_loop().time() - started

@@ -15,7 +15,6 @@ from nats.js.api import ConsumerConfig
 
 from conftest import StackFactory
 from streamer_common import frames
-from streamer_common.natsio import stream_state
 from streamer_common.proto import stream_pb2, stream_pb2_grpc
 from streamer_common.settings import Duration
 from streamer_common.topology import data_subject
@@ -24,26 +23,16 @@ from streamer_devstack.processes import Service
 from streamer_devstack.stack import Stack, edge_env
 from streamer_edge.server import server_options
 from streamer_edge.settings import EdgeSettings
-from support import channel, collect, log_events, new_id, request, rss_bytes, wait_until
-
-
-async def last_status(stack: Stack, stream_id: str) -> str | None:
-    """Status of the last message on the stream's subject (None for a chunk)."""
-    nc = await nats.connect(stack.nats.url)
-    try:
-        return (await stream_state(nc, "STREAMER_DATA", stream_id)).status
-    finally:
-        await nc.close()
-
-
-async def wait_for_status(stack: Stack, stream_id: str, status: str, timeout: float) -> float:
-    """Seconds until the stream's last message has `status`; fails after `timeout`."""
-    started = asyncio.get_running_loop().time()
-    while (found := await last_status(stack, stream_id)) != status:
-        waited = asyncio.get_running_loop().time() - started
-        assert waited < timeout, f"stream status still {found!r} after {waited:.1f}s"
-        await asyncio.sleep(0.05)
-    return asyncio.get_running_loop().time() - started
+from support import (
+    channel,
+    collect,
+    log_events,
+    new_id,
+    request,
+    rss_bytes,
+    wait_for_status,
+    wait_until,
+)
 
 
 async def test_client_cancel_stops_the_producer_within_two_seconds(stack: Stack) -> None:

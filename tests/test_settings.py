@@ -42,6 +42,7 @@ def test_edge_defaults_listen_on_50051_with_tls() -> None:
         ({**TLS, "EDGE_PLAINTEXT": "maybe"}, "EDGE_PLAINTEXT"),
         ({**TLS, "EDGE_STREAM_BUFFER_BYTES": "1000"}, "STREAM_BUFFER_BYTES"),
         ({**TLS, "EDGE_DATA_MAX_CONSUMERS": "0"}, "DATA_MAX_CONSUMERS must be at least 1"),
+        ({**TLS, "EDGE_INTEREST_INTERVAL": "5ms"}, "INTEREST_INTERVAL must be 10ms to 60s"),
         (
             {**TLS, "EDGE_MAX_STREAMS": "20000"},
             r"MAX_STREAMS \(20000\) must be at most DATA_MAX_CONSUMERS \(10000\)",
@@ -51,6 +52,12 @@ def test_edge_defaults_listen_on_50051_with_tls() -> None:
 def test_bad_edge_settings_name_the_variable(environ: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         load(EdgeSettings, "EDGE", environ)
+
+
+@pytest.mark.parametrize("interval", ["0", "2m"])
+def test_a_producer_interest_interval_out_of_bounds_is_refused(interval: str) -> None:
+    with pytest.raises(SettingsError, match="INTEREST_INTERVAL must be 10ms to 60s"):
+        load(ProducerSettings, "PRODUCER", {"PRODUCER_INTEREST_INTERVAL": interval})
 
 
 def test_producer_list_settings() -> None:

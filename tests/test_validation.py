@@ -25,9 +25,9 @@ BAD_IDS = {
     "too-long": "x" * 129,
     "unicode": "caf\u00e9",
 }
-# The producers' own polling for jobs is the only NATS traffic allowed while the edge
-# rejects a call.
-ALLOWED_PREFIXES = ("$JS.API.CONSUMER.MSG.NEXT.STREAMER_JOBS.", "_INBOX.")
+# The producers' own polling for jobs and the edge's periodic announcement of the streams
+# it reads are the only NATS traffic allowed while the edge rejects a call.
+ALLOWED_PREFIXES = ("$JS.API.CONSUMER.MSG.NEXT.STREAMER_JOBS.", "_INBOX.", "streamer.readers.")
 
 
 @pytest.fixture

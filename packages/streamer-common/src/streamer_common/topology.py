@@ -3,7 +3,8 @@
 Data for stream `<id>` flows on subject `stream.<id>`, captured by the data stream so
 that it survives crashes and can be replayed. Jobs go to `streamer.jobs.<id>` on a
 work-queue stream that holds at most one job per id, so concurrent starts make one job.
-Producers ask `streamer.interest.<id>` whether any edge still has a reader.
+Edges announce which streams they have readers for on `streamer.readers.<edge>`
+(`streamer_common.interest`).
 """
 
 from __future__ import annotations
@@ -36,11 +37,6 @@ def data_subject(stream_id: str) -> str:
 def job_subject(stream_id: str) -> str:
     """Work-queue subject of the job that produces one stream."""
     return f"streamer.jobs.{stream_id}"
-
-
-def interest_subject(stream_id: str) -> str:
-    """Subject on which edges answer whether a client still reads one stream."""
-    return f"streamer.interest.{stream_id}"
 
 
 class TopologyError(RuntimeError):

@@ -65,7 +65,9 @@ async def serve(settings: EdgeSettings, tracer: trace.Tracer) -> None:
         )
         stack.push_async_callback(readers.close)
         turns = TurnBudget(on_hold=metrics.relay_steps_held.inc)
-        servicer = StreamerServicer(nc, settings, Interest(nc), metrics, tracer, readers, turns)
+        interest = Interest(nc, settings.interest_interval)
+        stack.callback(asyncio.create_task(interest.announce()).cancel)
+        servicer = StreamerServicer(nc, settings, interest, metrics, tracer, readers, turns)
         server, port = build_server(
             settings, servicer, health, ServerTelemetry(metrics.grpc, tracer)
         )

@@ -4,58 +4,68 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import logging
+import secrets
+from collections.abc import Iterator
 
 from nats.aio.client import Client
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
+from nats.errors import Error as NatsError
 
-from streamer_common.topology import interest_subject
+from streamer_common.interest import (
+    INTERVAL_HEADER,
+    announcement_subject,
+    encode_keys,
+    reader_key,
+)
+
+logger = logging.getLogger(__name__)
 
 
 class Interest:
-    """Answers `streamer.interest.<id>` while at least one local client reads `<id>`.
+    """Announces the streams local clients read, every `interval` and soon after a release.
 
-    A producer whose request finds no responder knows nobody reads its stream any more
-    and stops the job; a subscription per id makes that answer immediate.
+    One message per edge per interval, whatever the number of streams: a request per
+    stream from every running job, and a subscription per stream to answer it, cost the
+    stack about 0.7 ms of CPU per open stream every second.
     """
 
-    def __init__(self, nc: Client) -> None:
+    def __init__(self, nc: Client, interval: float) -> None:
         self._nc = nc
-        self._readers: dict[str, int] = {}
-        self._subscriptions: dict[str, Subscription] = {}
-        self._lock = asyncio.Lock()
+        self._interval = interval
+        self._headers = {INTERVAL_HEADER: f"{interval:g}"}
+        self._subject = announcement_subject(secrets.token_hex(8))
+        self._readers: dict[int, int] = {}
+        self._released = asyncio.Event()
 
-    @contextlib.asynccontextmanager
-    async def hold(self, stream_id: str) -> AsyncIterator[None]:
+    @contextlib.contextmanager
+    def hold(self, stream_id: str) -> Iterator[None]:
         """Declare interest in `stream_id` for the duration of the block."""
-        self._readers[stream_id] = self._readers.get(stream_id, 0) + 1
+        key = reader_key(stream_id)
+        self._readers[key] = self._readers.get(key, 0) + 1
         try:
-            async with self._lock:
-                if stream_id not in self._subscriptions:
-                    self._subscriptions[stream_id] = await self._nc.subscribe(
-                        interest_subject(stream_id), cb=self._answer
-                    )
             yield
         finally:
-            self._readers[stream_id] -= 1
-            if not self._readers[stream_id]:
-                del self._readers[stream_id]
-            # Shielded: a handler cancelled again while unsubscribing would leave the
-            # subscription answering for a stream nobody reads, and its job running.
-            await asyncio.shield(self._release(stream_id))
-
-    async def _release(self, stream_id: str) -> None:
-        async with self._lock:
-            if stream_id not in self._readers and stream_id in self._subscriptions:
-                with contextlib.suppress(Exception):
-                    await self._subscriptions.pop(stream_id).unsubscribe()
+            if self._readers[key] == 1:
+                del self._readers[key]
+                self._released.set()
+            else:
+                self._readers[key] -= 1
 
     @property
     def streams(self) -> int:
-        """Number of distinct stream ids with local readers."""
+        """Number of distinct streams with local readers."""
         return len(self._readers)
 
-    async def _answer(self, msg: Msg) -> None:
-        if msg.reply:
-            await self._nc.publish(msg.reply, b"reading")
+    async def announce(self) -> None:
+        """Announce until cancelled; a release is announced within a tenth of the interval."""
+        while True:
+            self._released.clear()
+            try:
+                await self._nc.publish(
+                    self._subject, encode_keys(list(self._readers)), headers=self._headers
+                )
+            except NatsError as error:  # disconnected: the next turn announces again
+                logger.debug("announcement not sent", extra={"error": repr(error)})
+            await asyncio.sleep(self._interval / 10)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._released.wait(), self._interval * 0.9)

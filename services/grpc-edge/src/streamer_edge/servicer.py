@@ -211,23 +211,23 @@ class StreamerServicer(stream_pb2_grpc.StreamerServicer):
         settings = self._settings
         state = await self._state(call.stream_id)
         try:
-            async with (
-                self._interest.hold(call.stream_id),
-                self._reader() as reader,
-                Follower(
-                    reader,
-                    settings.data_stream,
-                    call.stream_id,
-                    max_bytes=settings.stream_buffer_bytes,
-                    outage=settings.nats_outage_timeout,
-                ) as follower,
-            ):
-                # The job is queued only once a reader exists: a call refused a consumer
-                # queues no work for nobody.
-                if not state.finished:
-                    await self._start_job(call, state)
-                with call.record.delivering(state):
-                    await self._follow(call, follower, stale=state.subject_sequence)
+            with self._interest.hold(call.stream_id):
+                async with (
+                    self._reader() as reader,
+                    Follower(
+                        reader,
+                        settings.data_stream,
+                        call.stream_id,
+                        max_bytes=settings.stream_buffer_bytes,
+                        outage=settings.nats_outage_timeout,
+                    ) as follower,
+                ):
+                    # The job is queued only once a reader exists: a call refused a consumer
+                    # queues no work for nobody.
+                    if not state.finished:
+                        await self._start_job(call, state)
+                    with call.record.delivering(state):
+                        await self._follow(call, follower, stale=state.subject_sequence)
         except APIError as error:
             if error.err_code != _CONSUMER_LIMIT:
                 raise

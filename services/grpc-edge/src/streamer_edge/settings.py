@@ -29,6 +29,7 @@ class EdgeSettings(NatsSettings):
     first_chunk_timeout: Duration = Duration(15)
     stall_timeout: Duration = Duration(60)
     nats_outage_timeout: Duration = Duration(30)
+    interest_interval: Duration = Duration(0.5)
     default_job: str = "produce"
     metrics_address: str = "0.0.0.0:9090"
 
@@ -55,6 +56,8 @@ class EdgeSettings(NatsSettings):
             raise ValueError("READERS_PER_CONNECTION must be at least 1")
         if not 1 <= self.accept_timeout <= 86400:
             raise ValueError("ACCEPT_TIMEOUT must be 1s to 24h")
+        if not 0.01 <= self.interest_interval <= 60:
+            raise ValueError("INTEREST_INTERVAL must be 10ms to 60s")
         if self.max_streams < 1:
             raise ValueError("MAX_STREAMS must be at least 1")
         if self.max_streams > self.data_max_consumers:

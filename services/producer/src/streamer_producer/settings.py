@@ -28,6 +28,8 @@ class ProducerSettings(NatsSettings):
             raise ValueError("CONCURRENCY must be at least 1")
         if self.max_attempts < 1:
             raise ValueError("MAX_ATTEMPTS must be at least 1")
+        if not 0.01 <= self.interest_interval <= 60:
+            raise ValueError("INTEREST_INTERVAL must be 10ms to 60s")
         if self.ack_wait < 1:
             raise ValueError("ACK_WAIT must be at least 1s")
         if not 0 < self.max_part_bytes <= self.max_message_bytes - 4096:

@@ -17,7 +17,7 @@ from streamer_common.natsio import stream_state
 from streamer_common.pull import PullConsumer
 from streamer_common.topology import JOBS_CONSUMER, job_subject
 from streamer_producer.handlers import JobContext, PermanentError, Registry
-from streamer_producer.interest import wait_until_unread
+from streamer_producer.interest import ReaderWatch
 from streamer_producer.observe import JobTelemetry
 from streamer_producer.publisher import LostOwnership, PublishOutage, StreamWriter, pump
 from streamer_producer.settings import ProducerSettings
@@ -60,12 +60,14 @@ class JobRunner:
         registry: Registry,
         abandon: asyncio.Event,
         telemetry: JobTelemetry,
+        readers: ReaderWatch,
     ) -> None:
         self._nc = nc
         self._settings = settings
         self._registry = registry
         self._abandon = abandon
         self._telemetry = telemetry
+        self._readers = readers
 
     async def run(self, msg: Msg) -> Outcome:
         """Run the job in `msg`; the message is acked, nak'ed or left to its new owner."""
@@ -125,9 +127,7 @@ class JobRunner:
                 stop=stop,
             )
         )
-        unread = asyncio.ensure_future(
-            wait_until_unread(self._nc, job.id, self._settings.interest_interval)
-        )
+        unread = asyncio.ensure_future(self._readers.wait_until_unread(job.id))
         abandon = asyncio.ensure_future(self._abandon.wait())
         try:
             await asyncio.wait({work, unread, abandon}, return_when=asyncio.FIRST_COMPLETED)
@@ -210,13 +210,21 @@ class Worker:
         self._nc = nc
         self._settings = settings
         self._abandon = asyncio.Event()
-        self._runner = JobRunner(nc, settings, registry, self._abandon, telemetry)
+        self._readers = ReaderWatch(nc, settings.interest_interval)
+        self._runner = JobRunner(nc, settings, registry, self._abandon, telemetry, self._readers)
         self._jobs: set[asyncio.Task[None]] = set()
         self._slot_freed = asyncio.Event()
         self.running = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Pull and run jobs until `stop`; then give running jobs the grace period."""
+        await self._readers.start()
+        try:
+            await self._work(stop)
+        finally:
+            await self._readers.stop()
+
+    async def _work(self, stop: asyncio.Event) -> None:
         settings = self._settings
         async with PullConsumer(
             self._nc,
