@@ -14,6 +14,7 @@ import pytest
 from nats.aio.client import Client
 
 from conftest import StackFactory
+from promsupport import scrape, value
 from streamer_common import frames
 from streamer_common.interest import announcement_subject, reader_key
 from streamer_devstack.processes import NatsServer, Service
@@ -191,3 +192,4 @@ async def test_a_killed_edges_jobs_stop_once_it_is_forgotten(make_stack: StackFa
     producer = stack.producers[0]
     await wait_until(lambda: len(log_events(producer, "job ended")) == 1, 2)
     assert '"outcome": "unread"' in log_events(producer, "job ended")[0]
+    assert value(scrape(producer), "streamer_producer_edges_heard") == 0

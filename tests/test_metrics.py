@@ -176,6 +176,7 @@ def check_producer(before: Samples, after: Samples) -> None:
     assert delta(before, after, "streamer_producer_publish_seconds_count") >= 4 + 1 + 1 + 2
     assert value(after, "streamer_producer_jobs_in_flight") == 0
     assert value(after, "streamer_producer_job_slots") == 2
+    assert value(after, "streamer_producer_edges_heard") == 1
 
 
 async def test_workload_moves_metrics_by_exactly_what_it_did(make_stack: StackFactory) -> None:

@@ -254,6 +254,12 @@ class ProducerMetrics:
             registry=registry,
         )
         self.job_slots.set(concurrency)
+        self.edges_heard = Gauge(
+            "streamer_producer_edges_heard",
+            "Edges whose announcements of the streams they read this producer hears; at 0, "
+            "every running job stops as unread.",
+            registry=registry,
+        )
         self.handler_errors = Counter(
             "streamer_producer_handler_errors",
             "Exceptions raised by job handlers, by handler.",

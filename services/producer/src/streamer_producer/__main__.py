@@ -16,6 +16,7 @@ from streamer_common.metrics import ProducerMetrics, QueueMetrics, new_registry
 from streamer_common.natsio import connect
 from streamer_common.topology import JOBS_CONSUMER, Topology, TopologyError, ensure_topology
 from streamer_producer.handlers import load_handlers, registry
+from streamer_producer.interest import ReaderWatch
 from streamer_producer.observe import JobTelemetry
 from streamer_producer.settings import ProducerSettings, load_settings
 from streamer_producer.worker import Outcome, Worker, jobs_consumer_config
@@ -47,7 +48,10 @@ async def serve(settings: ProducerSettings, tracer: trace.Tracer) -> None:
             ports["metrics_port"] = await ops.start(settings.metrics_address)
             stack.push_async_callback(ops.stop)
         logger.info("producer ready", extra={**ports, "handlers": registry.names})
-        await Worker(nc, settings, registry, JobTelemetry(metrics, tracer, registry)).run(stop)
+        readers = ReaderWatch(nc, settings.interest_interval)
+        metrics.edges_heard.set_function(lambda: readers.edges)
+        telemetry = JobTelemetry(metrics, tracer, registry)
+        await Worker(nc, settings, registry, telemetry, readers).run(stop)
         await nc.drain()
 
 

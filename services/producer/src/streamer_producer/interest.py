@@ -69,18 +69,19 @@ class ReaderWatch:
 
     def is_read(self, key: int) -> bool:
         """Whether a live edge's last announcement has the stream of `key`."""
-        now = time.monotonic()
-        for name, edge in list(self._edges.items()):
-            if now - edge.heard > SILENCES_TO_FORGET * edge.interval:
-                del self._edges[name]
-            elif key in edge.keys:
-                return True
-        return False
+        return any(key in edge.keys for edge in self._live())
 
     @property
     def edges(self) -> int:
         """Edges heard from and not yet forgotten."""
-        return len(self._edges)
+        return len(self._live())
+
+    def _live(self) -> list[_Edge]:
+        now = time.monotonic()
+        for name, edge in list(self._edges.items()):
+            if now - edge.heard > SILENCES_TO_FORGET * edge.interval:
+                del self._edges[name]
+        return list(self._edges.values())
 
     def _period(self) -> float:
         return max([self._interval, *(edge.interval for edge in self._edges.values())])

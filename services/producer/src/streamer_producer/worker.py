@@ -205,12 +205,17 @@ class Worker:
     """
 
     def __init__(
-        self, nc: Client, settings: ProducerSettings, registry: Registry, telemetry: JobTelemetry
+        self,
+        nc: Client,
+        settings: ProducerSettings,
+        registry: Registry,
+        telemetry: JobTelemetry,
+        readers: ReaderWatch,
     ) -> None:
         self._nc = nc
         self._settings = settings
         self._abandon = asyncio.Event()
-        self._readers = ReaderWatch(nc, settings.interest_interval)
+        self._readers = readers
         self._runner = JobRunner(nc, settings, registry, self._abandon, telemetry, self._readers)
         self._jobs: set[asyncio.Task[None]] = set()
         self._slot_freed = asyncio.Event()
