@@ -38,10 +38,10 @@ async def server(tmp_path: Path) -> AsyncIterator[NatsServer]:
 
 
 @contextlib.asynccontextmanager
-async def edge(server: NatsServer) -> AsyncIterator[Interest]:
+async def edge(server: NatsServer, interval: float = INTERVAL) -> AsyncIterator[Interest]:
     """An edge's announcements, made on a connection of their own."""
     async with await nats.connect(server.url) as nc:
-        interest = Interest(nc, INTERVAL)
+        interest = Interest(nc, interval)
         announcing = asyncio.create_task(interest.announce())
         try:
             yield interest
@@ -67,12 +67,27 @@ async def test_a_stream_is_read_from_its_hold_until_its_release(server: NatsServ
         with interest.hold("s1"):
             await wait_until(lambda: readers.is_read(key), 2)
             assert not readers.is_read(reader_key("s2"))
-        released = await wait_until(lambda: not readers.is_read(key), 2, interval=0.01)
+        await wait_until(lambda: not readers.is_read(key), 2)
         unread = asyncio.get_running_loop().time()
         await asyncio.wait_for(readers.wait_until_unread("s1"), 2)
 
-    assert released < INTERVAL, "a release is announced within a tenth of the interval"
     assert asyncio.get_running_loop().time() - unread >= 2 * INTERVAL, "two checks"
+
+
+async def test_a_change_is_announced_at_once_not_at_the_next_interval(
+    server: NatsServer,
+) -> None:
+    key = reader_key("s")
+    async with edge(server, interval=2.0) as interest, watch(server) as readers:
+        await wait_until(lambda: readers.edges == 1, 2, interval=0.01)  # the first announcement
+        await asyncio.sleep(0.2)
+        with interest.hold("s"):
+            held = await wait_until(lambda: readers.is_read(key), 3, interval=0.01)
+        released = await wait_until(lambda: not readers.is_read(key), 3, interval=0.01)
+
+    # The next periodic announcement would come 1.8 s after the hold.
+    assert held < 1.0
+    assert released < 1.0
 
 
 async def test_a_stream_is_read_while_any_edge_holds_it(server: NatsServer) -> None:
