@@ -16,8 +16,8 @@ import nats
 
 from streamer_common.natsio import stream_state
 from streamer_common.proto import stream_pb2, stream_pb2_grpc
-from streamer_devstack.processes import Process
-from streamer_devstack.stack import Stack
+from streamer_devstack.processes import Process, Service
+from streamer_devstack.stack import Stack, edge_env
 
 LAST_SEQUENCE_KEY = "streamer-last-sequence"
 
@@ -152,3 +152,21 @@ async def wait_for_status(stack: Stack, stream_id: str, status: str, timeout: fl
         assert waited < timeout, f"stream status still {found!r} after {waited:.1f}s"
         await asyncio.sleep(0.05)
     return asyncio.get_running_loop().time() - started
+
+
+def start_second_edge(stack: Stack) -> Service:
+    """Another edge on the stack's NATS, with the first edge's timeouts; the caller stops it."""
+    assert stack.edge is not None
+    other = Service(
+        "edge-2",
+        "streamer_edge",
+        stack.workdir / "edge-2.log",
+        edge_env(
+            stack.nats.url,
+            stack.tls,
+            "127.0.0.1:0",
+            **{k: v for k, v in stack.edge.env.items() if k.endswith("TIMEOUT")},
+        ),
+    )
+    other.start()
+    return other

@@ -19,8 +19,7 @@ from streamer_common.proto import stream_pb2, stream_pb2_grpc
 from streamer_common.settings import Duration
 from streamer_common.topology import data_subject
 from streamer_devstack import tls
-from streamer_devstack.processes import Service
-from streamer_devstack.stack import Stack, edge_env
+from streamer_devstack.stack import Stack
 from streamer_edge.server import server_options
 from streamer_edge.settings import EdgeSettings
 from support import (
@@ -30,6 +29,7 @@ from support import (
     new_id,
     request,
     rss_bytes,
+    start_second_edge,
     wait_for_status,
     wait_until,
 )
@@ -276,18 +276,7 @@ async def test_edge_sigterm_ends_streams_unavailable_and_resume_elsewhere(
 ) -> None:
     stack = make_stack(edge={"EDGE_SHUTDOWN_GRACE": "1s"})
     assert stack.edge is not None
-    other = Service(
-        "edge-2",
-        "streamer_edge",
-        stack.workdir / "edge-2.log",
-        edge_env(
-            stack.nats.url,
-            stack.tls,
-            "127.0.0.1:0",
-            **{k: v for k, v in stack.edge.env.items() if k.endswith("TIMEOUT")},
-        ),
-    )
-    other.start()
+    other = start_second_edge(stack)
     stream_id = new_id()
     edge = stack.edge
 

@@ -17,11 +17,18 @@ from conftest import StackFactory
 from promsupport import scrape, value
 from streamer_common import frames
 from streamer_common.interest import announcement_subject, reader_key
-from streamer_devstack.processes import NatsServer, Service
-from streamer_devstack.stack import edge_env
+from streamer_devstack.processes import NatsServer
 from streamer_edge.interest import Interest
 from streamer_producer.interest import SILENCES_TO_FORGET, ReaderWatch
-from support import collect, log_events, new_id, request, wait_for_status, wait_until
+from support import (
+    collect,
+    log_events,
+    new_id,
+    request,
+    start_second_edge,
+    wait_for_status,
+    wait_until,
+)
 
 INTERVAL = 0.1
 
@@ -148,18 +155,7 @@ async def test_a_stream_read_on_two_edges_runs_until_the_last_reader_leaves(
 ) -> None:
     stack = make_stack()
     assert stack.edge is not None
-    other = Service(
-        "edge-2",
-        "streamer_edge",
-        stack.workdir / "edge-2.log",
-        edge_env(
-            stack.nats.url,
-            stack.tls,
-            "127.0.0.1:0",
-            **{k: v for k, v in stack.edge.env.items() if k.endswith("TIMEOUT")},
-        ),
-    )
-    other.start()
+    other = start_second_edge(stack)
     stream_id = new_id()
     try:
         leaving, staying = await asyncio.gather(
