@@ -85,8 +85,9 @@ async def test_a_change_is_announced_at_once_not_at_the_next_interval(
     server: NatsServer,
 ) -> None:
     key = reader_key("s")
-    async with edge(server, interval=2.0) as interest, watch(server) as readers:
-        await wait_until(lambda: readers.edges == 1, 2, interval=0.01)  # the first announcement
+    # Listening first, so the edge's first announcement, made as it starts, is heard.
+    async with watch(server) as readers, edge(server, interval=2.0) as interest:
+        await wait_until(lambda: readers.edges == 1, 2, interval=0.01)
         await asyncio.sleep(0.2)
         with interest.hold("s"):
             held = await wait_until(lambda: readers.is_read(key), 3, interval=0.01)

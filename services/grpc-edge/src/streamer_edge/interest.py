@@ -71,6 +71,9 @@ class Interest:
                 )
             except NatsError as error:  # disconnected: the next turn announces again
                 logger.debug("announcement not sent", extra={"error": repr(error)})
+            except Exception:
+                # Silent, this edge would be forgotten and every job it reads stopped.
+                logger.exception("announcement failed")
             await asyncio.sleep(self._interval / 10)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), self._interval * 0.9)
