@@ -10,14 +10,12 @@ against G1's bare call.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 from bench.procstat import cpu_seconds
-from bench.runner import PART, ROOT, _env, _python, baseline_server, bench_stack
+from bench.runner import Load, baseline_server, bench_stack
 from streamer_devstack.stack import Stack
 
 
@@ -32,33 +30,9 @@ def parse_args() -> argparse.Namespace:
 def calls(stack: Stack, target: str, streams: int) -> tuple[float, int]:
     """Run `streams` one-chunk calls at once against `target`; seconds taken, calls failed."""
     began = time.monotonic()
-    run = subprocess.run(
-        _python(
-            "bench.client",
-            "grpc",
-            "--ca-file",
-            str(stack.tls.cert),
-            "--target",
-            target,
-            "--method",
-            "stream",
-            "--prefix",
-            f"admission{time.time_ns()}",
-            "--streams",
-            str(streams),
-            "--count",
-            "1",
-            "--size",
-            "64",
-            "--part",
-            str(PART),
-        ),
-        check=True,
-        cwd=ROOT,
-        env=_env(),
-        stdout=subprocess.PIPE,
-    )
-    failed = sum(1 for stream in json.loads(run.stdout)["streams"] if stream["problem"])
+    load = Load(stack.tls.cert, target, "stream", f"admission{time.time_ns()}", streams, 1, 64)
+    report = load.report()
+    failed = sum(1 for stream in report["streams"] if stream["problem"])
     return time.monotonic() - began, failed
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import shutil
 import signal
 import subprocess
@@ -23,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from bench.procstat import cpu_seconds
-from bench.runner import PART, ROOT, _env, _python, bench_stack
+from bench.runner import Load, bench_stack
 from streamer_devstack.stack import Stack
 
 
@@ -44,21 +43,17 @@ def parse_args() -> argparse.Namespace:
 def load(stack: Stack, args: argparse.Namespace) -> tuple[float, float]:
     """One client load; its wall seconds and the client's CPU seconds."""
     began = time.monotonic()
-    run = subprocess.run(
-        _python(
-            "bench.client",
-            "grpc",
-            *("--ca-file", str(stack.tls.cert), "--target", stack.target),
-            *("--method", args.method, "--prefix", f"cpu{time.time_ns()}"),
-            *("--streams", str(args.streams), "--count", str(args.count)),
-            *("--size", str(args.size), "--part", str(PART), "--rate", str(args.rate)),
-        ),
-        check=True,
-        cwd=ROOT,
-        env=_env(),
-        stdout=subprocess.PIPE,
+    load = Load(
+        stack.tls.cert,
+        stack.target,
+        args.method,
+        f"cpu{time.time_ns()}",
+        args.streams,
+        args.count,
+        args.size,
+        rate=args.rate,
     )
-    report = json.loads(run.stdout)
+    report = load.report()
     problems = [stream["problem"] for stream in report["streams"] if stream["problem"]]
     if problems:
         raise SystemExit(f"{len(problems)} streams failed, the first: {problems[0]}")

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import argparse
 import pstats
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-from bench.runner import PART, ROOT, _env
+from bench.runner import PART, Load, bench_env
 from streamer_devstack import tls
 from streamer_devstack.processes import NatsServer, Service
 from streamer_devstack.stack import edge_env, producer_env
@@ -36,7 +34,7 @@ def profiled(name: str, module: str, workdir: Path, env: dict[str, str]) -> Serv
     """A service started under cProfile, its stats written to `<workdir>/<name>.prof`."""
     env = {
         **env,
-        "PYTHONPATH": _env()["PYTHONPATH"],
+        "PYTHONPATH": bench_env()["PYTHONPATH"],
         "BENCH_PROFILED": module,
         "BENCH_PROFILE_OUT": str(workdir / f"{name}.prof"),
     }
@@ -66,34 +64,17 @@ def main() -> None:
         try:
             producer.start()
             edge.start()
-            subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "bench.client",
-                    "grpc",
-                    "--ca-file",
-                    str(pair.cert),
-                    "--target",
-                    f"127.0.0.1:{edge.ready['port']}",
-                    "--method",
-                    args.method,
-                    "--prefix",
-                    "profile",
-                    "--streams",
-                    str(args.streams),
-                    "--count",
-                    str(args.count),
-                    "--rate",
-                    str(args.rate),
-                    "--size",
-                    str(args.size),
-                ],
-                check=True,
-                cwd=ROOT,
-                env=_env(),
-                stdout=subprocess.DEVNULL,
-            )
+            target = f"127.0.0.1:{edge.ready['port']}"
+            Load(
+                pair.cert,
+                target,
+                args.method,
+                "profile",
+                args.streams,
+                args.count,
+                args.size,
+                rate=args.rate,
+            ).report()
         finally:
             edge.stop()
             producer.stop()

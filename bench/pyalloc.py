@@ -21,7 +21,7 @@ import tracemalloc
 import urllib.request
 from pathlib import Path
 
-from bench.runner import PART, ROOT, _env, _python
+from bench.runner import PART, Load, bench_env
 from streamer_devstack import tls
 from streamer_devstack.processes import NatsServer, Service
 from streamer_devstack.stack import edge_env, producer_env
@@ -57,18 +57,9 @@ def active_streams(edge: Service) -> float:
 
 def streams(target: str, ca: Path, count: int, chunks: int, rate: int) -> subprocess.Popen[bytes]:
     """`count` concurrent `Stream` calls of `chunks` 64 B chunks at `rate` a second."""
-    return subprocess.Popen(
-        _python(
-            "bench.client",
-            "grpc",
-            *("--ca-file", str(ca), "--target", target, "--method", "stream"),
-            *("--prefix", f"pyalloc{time.time_ns()}", "--streams", str(count)),
-            *("--count", str(chunks), "--rate", str(rate), "--size", "64"),
-        ),
-        cwd=ROOT,
-        env=_env(),
-        stdout=subprocess.DEVNULL,
-    )
+    prefix = f"pyalloc{time.time_ns()}"
+    load = Load(ca, target, "stream", prefix, count, chunks, 64, rate=rate)
+    return load.start(stdout=subprocess.DEVNULL)
 
 
 def measure(args: argparse.Namespace, workdir: Path) -> None:
@@ -86,10 +77,10 @@ def measure(args: argparse.Namespace, workdir: Path) -> None:
         "producer",
         "streamer_producer",
         workdir / "producer.log",
-        {**producer_settings, "PYTHONPATH": _env()["PYTHONPATH"]},
+        {**producer_settings, "PYTHONPATH": bench_env()["PYTHONPATH"]},
     )
     traced = {
-        "PYTHONPATH": _env()["PYTHONPATH"],
+        "PYTHONPATH": bench_env()["PYTHONPATH"],
         "BENCH_TRACED": "streamer_edge",
         "BENCH_TRACE_OUT": str(workdir / "edge.snapshot"),
         "BENCH_TRACE_FRAMES": str(args.frames),

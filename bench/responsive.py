@@ -19,7 +19,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench.runner import PART, ROOT, _env, _python, bench_stack
+from bench.runner import Load, bench_stack
 from streamer_common.proto import stream_pb2, stream_pb2_grpc
 from streamer_devstack.stack import Stack
 
@@ -41,19 +41,15 @@ def parse_args() -> argparse.Namespace:
 
 def start_load(stack: Stack, args: argparse.Namespace) -> subprocess.Popen[bytes]:
     """The client load, running in the background."""
-    return subprocess.Popen(
-        _python(
-            "bench.client",
-            "grpc",
-            *("--ca-file", str(stack.tls.cert), "--target", stack.target),
-            *("--method", args.method, "--prefix", f"load{time.time_ns()}"),
-            *("--streams", str(args.streams), "--count", str(args.count)),
-            *("--size", str(args.size), "--part", str(PART)),
-        ),
-        cwd=ROOT,
-        env=_env(),
-        stdout=subprocess.PIPE,
-    )
+    return Load(
+        stack.tls.cert,
+        stack.target,
+        args.method,
+        f"load{time.time_ns()}",
+        args.streams,
+        args.count,
+        args.size,
+    ).start()
 
 
 def percentiles(name: str, seconds: list[float]) -> str:

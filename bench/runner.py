@@ -78,13 +78,53 @@ def _size(size: int) -> str:
     return f"{size} B"
 
 
-def _env() -> dict[str, str]:
+def bench_env() -> dict[str, str]:
+    """This environment, with the repository on PYTHONPATH so `bench.*` imports."""
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     return {**os.environ, "PYTHONPATH": path}
 
 
 def _python(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
+
+
+@dataclasses.dataclass(frozen=True)
+class Load:
+    """A `bench.client` gRPC load: `streams` concurrent calls of `count` chunks of `size` bytes."""
+
+    ca: Path
+    target: str
+    method: str  # "stream" or "batches"
+    prefix: str  # of the stream ids: unique per load, so no call replays an earlier one
+    streams: int
+    count: int
+    size: int
+    part: int = PART  # largest item the handler emits
+    rate: int = 0  # chunks/s per stream (0: no limit)
+    no_latency: bool = False  # the server does not stamp its chunks (the G baselines)
+
+    def command(self) -> list[str]:
+        """The client's command line."""
+        return _python(
+            "bench.client",
+            "grpc",
+            *("--ca-file", str(self.ca), "--target", self.target, "--method", self.method),
+            *("--prefix", self.prefix, "--streams", str(self.streams)),
+            *("--count", str(self.count), "--size", str(self.size), "--part", str(self.part)),
+            *(("--rate", str(self.rate)) if self.rate else ()),
+            *(("--no-latency",) if self.no_latency else ()),
+        )
+
+    def start(self, stdout: int | None = subprocess.PIPE) -> subprocess.Popen[bytes]:
+        """The client, running in the background; with `stdout` piped, its JSON report."""
+        return subprocess.Popen(self.command(), stdout=stdout, cwd=ROOT, env=bench_env())
+
+    def report(self) -> Any:
+        """Run the client to its end: its JSON report (CalledProcessError if it failed)."""
+        run = subprocess.run(
+            self.command(), check=True, stdout=subprocess.PIPE, cwd=ROOT, env=bench_env()
+        )
+        return json.loads(run.stdout)
 
 
 def bench_stack(workdir: Path, streams: int) -> Stack:
@@ -95,7 +135,7 @@ def bench_stack(workdir: Path, streams: int) -> Stack:
         edge={"EDGE_FIRST_CHUNK_TIMEOUT": "60s"},
         producer={
             "PRODUCER_HANDLER_MODULES": "bench.handlers",
-            "PYTHONPATH": _env()["PYTHONPATH"],
+            "PYTHONPATH": bench_env()["PYTHONPATH"],
             "PRODUCER_CONCURRENCY": str(streams // 2 + 4),
             "PRODUCER_MAX_PART_BYTES": str(PART),
         },
@@ -109,7 +149,7 @@ def baseline_server(stack: Stack) -> Iterator[tuple[int, int]]:
         "baseline-grpc",
         _python("bench.baseline_grpc", "--cert", str(stack.tls.cert), "--key", str(stack.tls.key)),
         stack.workdir / "baseline-grpc.log",
-        _env(),
+        bench_env(),
     )
     server.spawn()
     try:
@@ -247,40 +287,30 @@ class Runner:
         return result
 
     def _client(self, stack: Stack, port: int, scenario: Scenario) -> Any:
-        shape = [
-            "--prefix",
-            f"b{time.time_ns() % 10**12}",
-            "--streams",
-            str(scenario.streams),
-            "--count",
-            str(scenario.count),
-            "--size",
-            str(scenario.size),
-        ]
+        prefix = f"b{time.time_ns() % 10**12}"
         if scenario.system in ("N", "N-js"):
+            shape = ["--prefix", prefix, "--streams", str(scenario.streams)]
+            shape += ["--count", str(scenario.count), "--size", str(scenario.size)]
             return self._nats(stack, scenario, shape)
-        args = list(shape)
-        if scenario.system in OURS:
-            args += ["--target", stack.target, "--method", scenario.system, "--part", str(PART)]
-        else:
-            args += [
-                "--target",
-                f"127.0.0.1:{port}",
-                "--no-latency",
-                "--part",
-                str(scenario.size),
-                "--method",
-                "stream" if scenario.system == "G1" else "batches",
-            ]
-        if scenario.rate:
-            args += ["--rate", str(scenario.rate)]
-        client = subprocess.Popen(
-            _python("bench.client", "grpc", "--ca-file", str(stack.tls.cert), *args),
-            stdout=subprocess.PIPE,
-            cwd=ROOT,
-            env=_env(),
+        load = Load(
+            ca=stack.tls.cert,
+            target=stack.target,
+            method=scenario.system,
+            prefix=prefix,
+            streams=scenario.streams,
+            count=scenario.count,
+            size=scenario.size,
+            rate=scenario.rate,
         )
-        return self._collect(client)
+        if scenario.system not in OURS:  # G1 and Gb: the bare server, sending whole chunks
+            load = dataclasses.replace(
+                load,
+                target=f"127.0.0.1:{port}",
+                method="stream" if scenario.system == "G1" else "batches",
+                part=scenario.size,
+                no_latency=True,
+            )
+        return self._collect(load.start())
 
     def _nats(self, stack: Stack, scenario: Scenario, shape: list[str]) -> Any:
         jetstream = scenario.system == "N-js"
@@ -299,7 +329,7 @@ class Runner:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             cwd=ROOT,
-            env=_env(),
+            env=bench_env(),
         )
         assert client.stderr is not None
         client.stderr.readline()  # "ready": subscribed before the first publish
@@ -313,7 +343,7 @@ class Runner:
             ),
             stdout=subprocess.PIPE,
             cwd=ROOT,
-            env=_env(),
+            env=bench_env(),
         )
         assert publisher.stdout is not None
         started = float(publisher.stdout.readline().split()[1])
