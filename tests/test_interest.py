@@ -16,8 +16,9 @@ from nats.aio.client import Client
 from conftest import StackFactory
 from promsupport import scrape, value
 from streamer_common import frames
-from streamer_common.interest import announcement_subject, reader_key
+from streamer_common.interest import announcement_subject, encode_keys, reader_key
 from streamer_devstack.processes import NatsServer
+from streamer_edge import interest as edge_interest
 from streamer_edge.interest import Interest
 from streamer_producer.interest import SILENCES_TO_FORGET, ReaderWatch
 from support import (
@@ -96,6 +97,30 @@ async def test_a_change_is_announced_at_once_not_at_the_next_interval(
     # The next periodic announcement would come 1.8 s after the hold.
     assert held < 1.0
     assert released < 1.0
+
+
+async def test_an_unexpected_error_in_announcing_is_logged_and_announcing_goes_on(
+    server: NatsServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    failures = []
+
+    def encode_keys_failing_once(keys: list[int]) -> bytes:
+        if not failures:
+            failures.append(keys)
+            raise RuntimeError("a bug of ours")
+        return encode_keys(keys)
+
+    monkeypatch.setattr(edge_interest, "encode_keys", encode_keys_failing_once)
+    key = reader_key("s")
+    with caplog.at_level(logging.ERROR, logger=edge_interest.__name__):
+        async with watch(server) as readers, edge(server) as interest:
+            await wait_until(lambda: bool(failures), 2, interval=0.01)
+            with interest.hold("s"):
+                await wait_until(lambda: readers.is_read(key), 2)
+
+    (failed,) = [r for r in caplog.records if r.message == "announcement failed"]
+    assert failed.exc_info is not None
+    assert "a bug of ours" in str(failed.exc_info[1])
 
 
 async def test_a_stream_is_read_while_any_edge_holds_it(server: NatsServer) -> None:

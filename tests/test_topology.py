@@ -11,6 +11,7 @@ from nats.js.api import ConsumerConfig
 from conftest import StackFactory
 from streamer_devstack.processes import StartError
 from streamer_devstack.stack import Stack
+from support import collect, log_events, new_id, request
 
 
 def test_second_producer_with_same_settings_starts(make_stack: StackFactory) -> None:
@@ -74,3 +75,70 @@ async def test_a_lower_consumer_limit_is_raised_and_never_lowered(
 
     assert raised == 10000
     assert await data_stream_limit(stack) == 10000
+
+
+# Every client lands in an account whose JetStream allows 600 consumers in all.
+ACCOUNT_OF_600_CONSUMERS = """
+no_auth_user: app
+accounts {
+  APP {
+    jetstream { max_consumers: 600, max_file: 1G, max_mem: 256M }
+    users [ { user: app, password: app } ]
+  }
+}
+"""
+
+CAPPED = "the NATS account allows fewer consumers than DATA_MAX_CONSUMERS; the data stream "
+
+
+async def test_an_account_allowing_fewer_consumers_caps_the_data_streams_limit(
+    make_stack: StackFactory,
+) -> None:
+    # nats-server refuses a stream limit of 10000 in this account: without the cap, neither
+    # service would start ("maximum consumers limit reached").
+    stack = make_stack(producers=1, nats_config=ACCOUNT_OF_600_CONSUMERS)
+    assert stack.edge is not None
+
+    assert await data_stream_limit(stack) == 600
+    for service in (stack.producers[0], stack.edge):
+        (warning,) = log_events(service, CAPPED + "takes the account's limit")
+        assert '"configured": 10000' in warning
+        assert '"account_limit": 600' in warning
+    result = await collect(stack.target, stack.tls.cert, request(new_id(), count=3))
+    result.assert_complete(3)
+
+
+# Services connect as `app`, which may not update streams; `admin` may do anything.
+STREAM_UPDATES_DENIED = """
+no_auth_user: app
+accounts {
+  APP {
+    jetstream: enabled
+    users [
+      { user: app, password: app,
+        permissions: { publish: { deny: ["$JS.API.STREAM.UPDATE.>"] } } }
+      { user: admin, password: admin }
+    ]
+  }
+}
+"""
+
+
+async def test_a_refused_limit_update_is_logged_and_the_service_starts(
+    make_stack: StackFactory,
+) -> None:
+    stack = make_stack(producers=1, nats_config=STREAM_UPDATES_DENIED)
+    admin = stack.nats.url.replace("nats://", "nats://admin:admin@")
+    async with await nats.connect(admin) as nc:
+        js = nc.jetstream()
+        info = await js.stream_info("STREAMER_DATA")
+        await js.update_stream(dataclasses.replace(info.config, max_consumers=500))
+
+    producer = stack.add_producer()
+
+    assert producer.alive()
+    assert await data_stream_limit(stack) == 500
+    (refused,) = log_events(producer, "cannot change the stream's consumer limit")
+    assert '"level": "WARNING"' in refused
+    assert '"limit": 500' in refused
+    assert '"configured": 10000' in refused

@@ -13,6 +13,7 @@ import dataclasses
 import logging
 from typing import Any
 
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import (
     DiscardPolicy,
@@ -177,5 +178,36 @@ async def _raise_max_consumers(
 
 async def ensure_topology(js: JetStreamContext, topology: Topology) -> None:
     """Create or check both streams; idempotent, safe for every replica at start-up."""
-    await ensure_stream(js, topology.data_config())
+    data = topology.data_config()
+    data.max_consumers = await _consumer_capacity(js, topology)
+    await ensure_stream(js, data)
     await ensure_stream(js, topology.jobs_config())
+
+
+async def _consumer_capacity(js: JetStreamContext, topology: Topology) -> int:
+    """The configured consumer limit of the data stream, or the NATS account's if lower.
+
+    nats-server refuses to create or raise a stream whose limit exceeds its account's
+    ("maximum consumers limit reached"), which would stop both services at start-up on an
+    account that allows fewer consumers than `DATA_MAX_CONSUMERS`; and the account's limit
+    caps the stream's consumers whatever the stream says.
+    """
+    wanted = topology.data_max_consumers
+    try:
+        account = await js.account_info()
+    except (NatsError, TimeoutError) as error:  # not ours to judge: the stream calls will
+        logger.debug("no JetStream account information", extra={"error": repr(error)})
+        return wanted
+    limits = account.limits
+    tier = (account.tiers or {}).get(f"R{topology.replicas}")
+    if tier is not None:  # an account with limits per replica count
+        limits = tier.limits
+    allowed = limits.max_consumers
+    if allowed <= 0 or allowed >= wanted:  # -1: no limit
+        return wanted
+    logger.warning(
+        "the NATS account allows fewer consumers than DATA_MAX_CONSUMERS; the data stream "
+        "takes the account's limit",
+        extra={"stream": topology.data_stream, "configured": wanted, "account_limit": allowed},
+    )
+    return allowed

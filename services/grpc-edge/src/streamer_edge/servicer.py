@@ -235,7 +235,7 @@ class StreamerServicer(stream_pb2_grpc.StreamerServicer):
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"JetStream stream {settings.data_stream} is at its limit of consumers, one "
                 "per open stream everywhere; retry with backoff, or raise DATA_MAX_CONSUMERS "
-                f"({settings.data_max_consumers} here)",
+                f"({settings.data_max_consumers} here) and the NATS account's limit if lower",
             ) from None
 
     def _reader(self) -> contextlib.AbstractAsyncContextManager[SharedInbox]:
