@@ -44,6 +44,11 @@ def test_edge_defaults_listen_on_50051_with_tls() -> None:
         ({**TLS, "EDGE_DATA_MAX_CONSUMERS": "0"}, "DATA_MAX_CONSUMERS must be at least 1"),
         ({**TLS, "EDGE_INTEREST_INTERVAL": "5ms"}, "INTEREST_INTERVAL must be 10ms to 60s"),
         (
+            {**TLS, "EDGE_DATA_MAX_BYTES": "1000"},
+            r"DATA_MAX_BYTES must be -1 \(no limit\) or at least MAX_MESSAGE_BYTES \(1048576\)",
+        ),
+        ({**TLS, "EDGE_JOBS_MAX_BYTES": "0"}, "JOBS_MAX_BYTES must be -1"),
+        (
             {**TLS, "EDGE_MAX_STREAMS": "20000"},
             r"MAX_STREAMS \(20000\) must be at most DATA_MAX_CONSUMERS \(10000\)",
         ),

@@ -45,6 +45,8 @@ def failure(*sets: str) -> str:
         (("config.logFormat=yaml",), "/config/logFormat"),
         (("securityContext.readOnlyRootFilesystem=false",), "readOnlyRootFilesystem"),
         (("config.retention=an hour",), "/config/retention"),
+        (("config.dataMaxBytes=0",), "/config/dataMaxBytes"),
+        (("config.jobsMaxBytes=100",), "/config/jobsMaxBytes"),
         (("tls.mode=existingSecret",), "tls.existingSecret is required"),
         (("tls.mode=certManager",), "tls.certManager.issuerRef.name is required"),
         (("nats.enabled=false",), "nats.external.urls is required"),

@@ -107,6 +107,8 @@ class NatsSettings:
     stream_replicas: int = 1
     max_message_bytes: int = 1024 * 1024
     data_max_consumers: int = 10000
+    data_max_bytes: int = -1  # -1: no limit
+    jobs_max_bytes: int = -1
     metrics_address: str = ""
     log_level: str = "INFO"
     log_format: str = "json"
@@ -119,6 +121,12 @@ class NatsSettings:
             raise ValueError("MAX_MESSAGE_BYTES must be at least 1024")
         if self.data_max_consumers < 1:
             raise ValueError("DATA_MAX_CONSUMERS must be at least 1")
+        for name, limit in (("DATA", self.data_max_bytes), ("JOBS", self.jobs_max_bytes)):
+            if limit != -1 and limit < self.max_message_bytes:
+                raise ValueError(
+                    f"{name}_MAX_BYTES must be -1 (no limit) or at least MAX_MESSAGE_BYTES "
+                    f"({self.max_message_bytes})"
+                )
         if self.stream_replicas not in (1, 3, 5):
             raise ValueError("STREAM_REPLICAS must be 1, 3 or 5")
         if self.log_format not in ("json", "text"):

@@ -21,13 +21,14 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 
 from streamer_common.settings import NatsSettings
 
 logger = logging.getLogger(__name__)
 
 JOBS_CONSUMER = "producers"
+_MAX_BYTES_REQUIRED = 10113  # the account requires streams to set max_bytes
 
 
 def data_subject(stream_id: str) -> str:
@@ -55,6 +56,8 @@ class Topology:
     replicas: int
     max_message_bytes: int
     data_max_consumers: int
+    data_max_bytes: int
+    jobs_max_bytes: int
 
     @classmethod
     def from_settings(cls, settings: NatsSettings) -> Topology:
@@ -67,6 +70,8 @@ class Topology:
             replicas=settings.stream_replicas,
             max_message_bytes=settings.max_message_bytes,
             data_max_consumers=settings.data_max_consumers,
+            data_max_bytes=settings.data_max_bytes,
+            jobs_max_bytes=settings.jobs_max_bytes,
         )
 
     def data_config(self) -> StreamConfig:
@@ -79,6 +84,7 @@ class Topology:
             max_age=self.retention,
             duplicate_window=self.duplicate_window,
             max_msg_size=self.max_message_bytes,
+            max_bytes=self.data_max_bytes,
             discard=DiscardPolicy.OLD,
             num_replicas=self.replicas,
             allow_direct=True,
@@ -97,6 +103,7 @@ class Topology:
             max_age=self.retention,
             duplicate_window=self.duplicate_window,
             max_msgs_per_subject=1,
+            max_bytes=self.jobs_max_bytes,
             discard=DiscardPolicy.NEW,
             discard_new_per_subject=True,
             num_replicas=self.replicas,
@@ -110,6 +117,7 @@ _COMPARED = (
     "max_age",
     "duplicate_window",
     "max_msg_size",
+    "max_bytes",
     "discard",
     "max_msgs_per_subject",
     "discard_new_per_subject",
@@ -136,7 +144,10 @@ async def ensure_stream(js: JetStreamContext, wanted: StreamConfig) -> None:
     try:
         info = await js.stream_info(wanted.name or "")
     except NotFoundError:
-        await js.add_stream(wanted)
+        try:
+            await js.add_stream(wanted)
+        except APIError as error:
+            raise TopologyError(_refusal(wanted, error)) from None
         logger.info("created JetStream stream", extra={"stream": wanted.name})
         return
     differences = _differences(wanted, info.config)
@@ -147,6 +158,14 @@ async def ensure_stream(js: JetStreamContext, wanted: StreamConfig) -> None:
             + ". Align the settings of every service, or update or delete the stream."
         )
     await _raise_max_consumers(js, wanted, info.config)
+
+
+def _refusal(wanted: StreamConfig, error: APIError) -> str:
+    """Why nats-server would not create `wanted`, and what to set about it."""
+    message = f"JetStream refused to create stream {wanted.name}: {error.description}"
+    if error.err_code == _MAX_BYTES_REQUIRED:
+        message += ". The NATS account requires a byte limit: set DATA_MAX_BYTES and JOBS_MAX_BYTES"
+    return message
 
 
 async def _raise_max_consumers(

@@ -35,7 +35,11 @@ logger = logging.getLogger(__name__)
 
 LAST_SEQUENCE_KEY = "streamer-last-sequence"
 Write = Callable[[Any], Awaitable[None]]
-_ALREADY_QUEUED = 10077  # JetStream: maximum messages per subject exceeded
+# JetStream's code for a message its stream would not store. Its description tells why:
+# "maximum messages per subject exceeded" is the job already queued; others, such as
+# "maximum bytes exceeded", are a jobs stream that is full.
+_NOT_STORED = 10077
+_ALREADY_QUEUED = "maximum messages per subject exceeded"
 _CONSUMER_LIMIT = 10026  # JetStream: maximum consumers limit reached
 
 
@@ -261,7 +265,7 @@ class StreamerServicer(stream_pb2_grpc.StreamerServicer):
                     job_subject(call.stream_id), job.encode(), headers=headers
                 )
         except APIError as error:
-            if error.err_code != _ALREADY_QUEUED:
+            if error.err_code != _NOT_STORED or _ALREADY_QUEUED not in (error.description or ""):
                 raise StreamEnded(
                     grpc.StatusCode.UNAVAILABLE,
                     f"cannot queue the job ({error.description}); retry",
