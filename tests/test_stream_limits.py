@@ -9,8 +9,9 @@ import nats
 import pytest
 
 from conftest import StackFactory
+from promsupport import scrape, value
 from streamer_devstack.processes import StartError
-from support import collect, new_id, request, wait_for_status
+from support import collect, log_events, new_id, request, wait_for_status
 
 # Every client lands in an account that refuses streams without a byte limit.
 ACCOUNT_REQUIRING_LIMITS = """
@@ -127,3 +128,41 @@ async def test_calls_past_a_full_jobs_stream_end_unavailable(make_stack: StackFa
     assert 0 < queued < 30
     assert len(refused) == 30 - queued
     assert {r.code for r in results} == {grpc.StatusCode.UNAVAILABLE}
+
+
+# Every client lands in an account whose JetStream may store 4 MiB on disk.
+ACCOUNT_OF_4_MIB = """
+no_auth_user: app
+accounts {
+  APP {
+    jetstream { max_file: 4M, max_mem: 64M }
+    users [ { user: app, password: app } ]
+  }
+}
+"""
+
+
+async def test_a_stream_past_the_accounts_storage_ends_aborted_saying_why(
+    make_stack: StackFactory,
+) -> None:
+    stack = make_stack(nats_config=ACCOUNT_OF_4_MIB)
+    stream_id = new_id()
+
+    result = await collect(
+        stack.target, stack.tls.cert, request(stream_id, count=8000, size=1024, interval_ms=0)
+    )
+
+    assert result.code == grpc.StatusCode.ABORTED
+    assert (
+        "job 'produce' failed: JetStream refused to store its chunks (resource limits exceeded "
+        "for account) after 5 attempts; retry to run it again from sequence"
+    ) in result.details
+    delivered = [sequence for sequence in result.sequences if sequence]
+    assert delivered == list(range(1, len(delivered) + 1))
+    assert 0 < len(delivered) < 8000
+    producer = stack.producers[0]
+    assert len(log_events(producer, "JetStream refused a publish")) == 5
+    assert not log_events(producer, "job handler failed")
+    metrics = scrape(producer)
+    assert value(metrics, "streamer_producer_publishes_refused_total") == 5
+    assert value(metrics, "streamer_producer_handler_errors_total", job="produce") == 0

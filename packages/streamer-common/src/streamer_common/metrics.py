@@ -289,6 +289,12 @@ class ProducerMetrics:
         )
         for reason in ("throttled", "unavailable"):
             self.publish_retries.labels(reason)
+        self.publishes_refused = Counter(
+            "streamer_producer_publishes_refused",
+            "Publishes JetStream refused to store (its account's or the stream's storage full, "
+            "for example); their jobs are retried with backoff.",
+            registry=registry,
+        )
 
     def initialize(self, jobs: Iterable[str], outcomes: Iterable[str]) -> None:
         """Create every series of the registered handlers at zero."""

@@ -42,6 +42,10 @@ class PublishOutage(Exception):
     """NATS did not accept a publish within the allowed time."""
 
 
+class PublishRefused(Exception):
+    """JetStream would not store a message: its account's or stream's storage is full, say."""
+
+
 class Part(NamedTuple):
     """One `Data` item, and where the job resumes after it: chunk `chunk`, minus `skip` parts."""
 
@@ -156,7 +160,8 @@ class StreamWriter:
                     await asyncio.sleep(pause)
                     continue
                 if error.err_code != _WRONG_LAST_SEQUENCE:
-                    raise
+                    self._metrics.publishes_refused.inc()
+                    raise PublishRefused(error.description or repr(error)) from error
                 self._subject_sequence = await self._own_earlier_publish(headers)
                 return
             except (NatsError, OSError, TimeoutError) as error:

@@ -19,7 +19,13 @@ from streamer_common.topology import JOBS_CONSUMER, job_subject
 from streamer_producer.handlers import JobContext, PermanentError, Registry
 from streamer_producer.interest import ReaderWatch
 from streamer_producer.observe import JobTelemetry
-from streamer_producer.publisher import LostOwnership, PublishOutage, StreamWriter, pump
+from streamer_producer.publisher import (
+    LostOwnership,
+    PublishOutage,
+    PublishRefused,
+    StreamWriter,
+    pump,
+)
 from streamer_producer.settings import ProducerSettings
 
 logger = logging.getLogger(__name__)
@@ -156,6 +162,18 @@ class JobRunner:
             return await self._fail(writer, str(error))
         except PublishOutage as error:
             logger.warning("publishing stalled", extra={"stream_id": job.id, "error": str(error)})
+            return Outcome.RETRY
+        except PublishRefused as error:
+            # Not the handler's doing: the job is retried, and fails as any would at the last
+            # attempt, with a message that says why (the marker may be refused too: retried).
+            logger.warning(
+                "JetStream refused a publish", extra={"stream_id": job.id, "error": str(error)}
+            )
+            if attempt >= self._settings.max_attempts:
+                return await self._fail(
+                    writer,
+                    f"JetStream refused to store its chunks ({error}) after {attempt} attempts",
+                )
             return Outcome.RETRY
         except Exception as error:
             logger.warning("job handler failed", exc_info=True, extra={"stream_id": job.id})
