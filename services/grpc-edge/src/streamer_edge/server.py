@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import ssl
+import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -13,6 +17,10 @@ from streamer_common.proto import stream_pb2, stream_pb2_grpc
 from streamer_edge.observe import ServerTelemetry
 from streamer_edge.settings import EdgeSettings
 
+logger = logging.getLogger(__name__)
+
+_RELOAD_CHECK = 1.0  # seconds between looks at the TLS files, at most
+
 SERVICE_NAME = stream_pb2.DESCRIPTOR.services_by_name["Streamer"].full_name
 SERVICES = (
     stream_pb2.DESCRIPTOR.services_by_name["Streamer"],
@@ -21,16 +29,67 @@ SERVICES = (
 )
 
 
-def server_credentials(settings: EdgeSettings) -> grpc.ServerCredentials:
-    """TLS from the configured files; a client CA turns on mutual TLS."""
-    key = Path(settings.tls_key_file).read_bytes()
-    cert = Path(settings.tls_cert_file).read_bytes()
-    client_ca = (
-        Path(settings.tls_client_ca_file).read_bytes() if settings.tls_client_ca_file else None
-    )
-    return grpc.ssl_server_credentials(
-        [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
-    )
+class ReloadingCredentials:
+    """TLS from the configured files, read again when they change; a client CA turns on mTLS.
+
+    cert-manager renews a certificate in place (a new key too, with `rotationPolicy:
+    Always`) and the kubelet swaps the mounted files: an edge that read them only at start
+    would serve the old certificate until it expired. gRPC asks before each TLS handshake;
+    at most once a second this looks at the files and, once they changed, loads them for
+    the handshakes after. Connections already open keep their session. Files that do not
+    load together (a key that does not match its certificate, say) are logged and the ones
+    in use kept until the files change again.
+    """
+
+    def __init__(self, settings: EdgeSettings) -> None:
+        self._cert = Path(settings.tls_cert_file)
+        self._key = Path(settings.tls_key_file)
+        self._client_ca = Path(settings.tls_client_ca_file) if settings.tls_client_ca_file else None
+        self._paths = [path for path in (self._cert, self._key, self._client_ca) if path]
+        self._checked = time.monotonic()
+        self._loaded = self._fingerprint()
+        self._initial = self._configuration()
+
+    def credentials(self) -> grpc.ServerCredentials:
+        """Server credentials that pick up changed files on new connections."""
+        return grpc.dynamic_ssl_server_credentials(
+            self._initial,
+            self._fetch,
+            require_client_authentication=self._client_ca is not None,
+        )
+
+    def _fingerprint(self) -> tuple[tuple[int, int, int], ...]:
+        stats = [path.stat() for path in self._paths]  # through the kubelet's symlinks
+        return tuple((stat.st_ino, stat.st_mtime_ns, stat.st_size) for stat in stats)
+
+    def _configuration(self) -> Any:
+        # The ssl module checks what gRPC would only find at the next handshake.
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(self._cert, self._key)
+        client_ca = self._client_ca.read_bytes() if self._client_ca else None
+        return grpc.ssl_server_certificate_configuration(
+            [(self._key.read_bytes(), self._cert.read_bytes())], root_certificates=client_ca
+        )
+
+    def _fetch(self) -> Any:
+        """gRPC's question before a handshake: None keeps the configuration in use."""
+        now = time.monotonic()
+        if now - self._checked < _RELOAD_CHECK:
+            return None
+        self._checked = now
+        try:
+            seen = self._fingerprint()
+            if seen == self._loaded:
+                return None
+            self._loaded = seen
+            configuration = self._configuration()
+        except (OSError, ssl.SSLError, ValueError) as error:
+            logger.warning(
+                "cannot load the changed TLS files; serving the ones loaded before",
+                extra={"cert": str(self._cert), "error": repr(error)},
+            )
+            return None
+        logger.info("reloaded the TLS certificate", extra={"cert": str(self._cert)})
+        return configuration
 
 
 def server_options(settings: EdgeSettings) -> list[tuple[str, int]]:
@@ -69,7 +128,8 @@ def build_server(
     if settings.plaintext:
         port = server.add_insecure_port(settings.grpc_address)
     else:
-        port = server.add_secure_port(settings.grpc_address, server_credentials(settings))
+        credentials = ReloadingCredentials(settings).credentials()
+        port = server.add_secure_port(settings.grpc_address, credentials)
     return server, port
 
 
