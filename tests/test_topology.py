@@ -142,3 +142,15 @@ async def test_a_refused_limit_update_is_logged_and_the_service_starts(
     assert '"level": "WARNING"' in refused
     assert '"limit": 500' in refused
     assert '"configured": 10000' in refused
+
+
+def test_a_server_taking_smaller_messages_than_configured_stops_start_up_clearly(
+    make_stack: StackFactory,
+) -> None:
+    with pytest.raises(StartError) as error:
+        make_stack(nats_config="max_payload: 65536\n")
+
+    assert (
+        "MAX_MESSAGE_BYTES (1048576) is above the NATS server's max_payload (65536): lower it, "
+        "or raise max_payload in the server's configuration"
+    ) in str(error.value)

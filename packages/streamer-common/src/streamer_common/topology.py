@@ -13,6 +13,7 @@ import dataclasses
 import logging
 from typing import Any
 
+from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -195,8 +196,17 @@ async def _raise_max_consumers(
     logger.info("raised the stream's consumer limit", extra=extra)
 
 
-async def ensure_topology(js: JetStreamContext, topology: Topology) -> None:
+async def ensure_topology(nc: Client, topology: Topology) -> None:
     """Create or check both streams; idempotent, safe for every replica at start-up."""
+    # nats-py refuses a larger message before sending it (MaxPayloadError), which a
+    # producer would take for an outage and retry until its job failed.
+    if nc.max_payload < topology.max_message_bytes:
+        raise TopologyError(
+            f"MAX_MESSAGE_BYTES ({topology.max_message_bytes}) is above the NATS server's "
+            f"max_payload ({nc.max_payload}): lower it, or raise max_payload in the server's "
+            "configuration"
+        )
+    js = nc.jetstream()
     data = topology.data_config()
     data.max_consumers = await _consumer_capacity(js, topology)
     await ensure_stream(js, data)

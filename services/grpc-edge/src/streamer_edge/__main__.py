@@ -53,7 +53,7 @@ async def serve(settings: EdgeSettings, tracer: trace.Tracer) -> None:
         if nc is None:
             return
         stack.push_async_callback(nc.close)
-        await ensure_topology(nc.jetstream(), Topology.from_settings(settings))
+        await ensure_topology(nc, Topology.from_settings(settings))
         registry = new_registry()
         metrics = EdgeMetrics(registry, settings.max_streams)
         stack.callback(asyncio.create_task(metrics.loop_lag.watch()).cancel)

@@ -33,7 +33,7 @@ async def serve(settings: ProducerSettings, tracer: trace.Tracer) -> None:
             return
         stack.push_async_callback(nc.close)
         js = nc.jetstream()
-        await ensure_topology(js, Topology.from_settings(settings))
+        await ensure_topology(nc, Topology.from_settings(settings))
         await ensure_jobs_consumer(js, settings)
         collectors = new_registry()
         metrics = ProducerMetrics(collectors, settings.concurrency)
