@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import nats
 import pytest
 from nats.js.api import ConsumerConfig
 
 from conftest import StackFactory
-from streamer_devstack.processes import StartError
-from streamer_devstack.stack import Stack
+from streamer_devstack.processes import NatsServer, Service, StartError
+from streamer_devstack.stack import Stack, producer_env
 from support import collect, log_events, new_id, request
 
 
@@ -153,4 +154,44 @@ def test_a_server_taking_smaller_messages_than_configured_stops_start_up_clearly
     assert (
         "MAX_MESSAGE_BYTES (1048576) is above the NATS server's max_payload (65536): lower it, "
         "or raise max_payload in the server's configuration"
+    ) in str(error.value)
+
+
+# Every client lands in an account that has no JetStream, on a server that has.
+ACCOUNT_WITHOUT_JETSTREAM = """
+no_auth_user: app
+accounts {
+  APP { users [ { user: app, password: app } ] }
+}
+"""
+
+
+def test_an_account_without_jetstream_stops_start_up_clearly(make_stack: StackFactory) -> None:
+    with pytest.raises(StartError) as error:
+        make_stack(nats_config=ACCOUNT_WITHOUT_JETSTREAM)
+
+    assert (
+        "JetStream is not available to this NATS account (JetStream not enabled for account): "
+        "enable JetStream on the server (nats-server -js, or a jetstream block) and for the "
+        "account"
+    ) in str(error.value)
+    assert "Traceback" not in str(error.value)
+
+
+def test_a_server_without_jetstream_stops_start_up_clearly(tmp_path: Path) -> None:
+    server = NatsServer(tmp_path, jetstream=False)
+    server.start()
+    producer = Service(
+        "producer", "streamer_producer", tmp_path / "producer.log", producer_env(server.url)
+    )
+    try:
+        with pytest.raises(StartError) as error:
+            producer.start()
+    finally:
+        producer.stop()
+        server.stop()
+
+    assert (
+        "streamer-producer: JetStream is not available to this NATS account (nothing answers "
+        "on $JS.API): enable JetStream on the server"
     ) in str(error.value)

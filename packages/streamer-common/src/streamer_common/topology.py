@@ -17,12 +17,13 @@ from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import (
+    AccountInfo,
     DiscardPolicy,
     RetentionPolicy,
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import APIError, NotFoundError
+from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
 
 from streamer_common.settings import NatsSettings
 
@@ -208,12 +209,27 @@ async def ensure_topology(nc: Client, topology: Topology) -> None:
         )
     js = nc.jetstream()
     data = topology.data_config()
-    data.max_consumers = await _consumer_capacity(js, topology)
+    data.max_consumers = _consumer_capacity(await _account(js), topology)
     await ensure_stream(js, data)
     await ensure_stream(js, topology.jobs_config())
 
 
-async def _consumer_capacity(js: JetStreamContext, topology: Topology) -> int:
+async def _account(js: JetStreamContext) -> AccountInfo | None:
+    """The account's JetStream limits; TopologyError if it has no JetStream at all."""
+    try:
+        return await js.account_info()
+    except ServiceUnavailableError as error:  # no responder, or 503 from the server
+        why = error.description or "nothing answers on $JS.API"
+        raise TopologyError(
+            f"JetStream is not available to this NATS account ({why}): enable JetStream on "
+            "the server (nats-server -js, or a jetstream block) and for the account"
+        ) from None
+    except (NatsError, TimeoutError) as error:  # not ours to judge: the stream calls will
+        logger.debug("no JetStream account information", extra={"error": repr(error)})
+        return None
+
+
+def _consumer_capacity(account: AccountInfo | None, topology: Topology) -> int:
     """The configured consumer limit of the data stream, or the NATS account's if lower.
 
     nats-server refuses to create or raise a stream whose limit exceeds its account's
@@ -222,10 +238,7 @@ async def _consumer_capacity(js: JetStreamContext, topology: Topology) -> int:
     caps the stream's consumers whatever the stream says.
     """
     wanted = topology.data_max_consumers
-    try:
-        account = await js.account_info()
-    except (NatsError, TimeoutError) as error:  # not ours to judge: the stream calls will
-        logger.debug("no JetStream account information", extra={"error": repr(error)})
+    if account is None:
         return wanted
     limits = account.limits
     tier = (account.tiers or {}).get(f"R{topology.replicas}")

@@ -118,15 +118,23 @@ class Process:
 
 
 class NatsServer(Process):
-    """A real nats-server with JetStream; keeps its port and store across restarts.
+    """A real nats-server (with JetStream unless told not to); keeps port and store on restart.
 
     `config` is server configuration text (such as a `jetstream { ... }` block) that the
     command-line options (address, ports, store) override.
     """
 
-    def __init__(self, workdir: Path, port: int = -1, name: str = "nats", config: str = "") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        port: int = -1,
+        name: str = "nats",
+        config: str = "",
+        jetstream: bool = True,
+    ) -> None:
         self.workdir = workdir
         self.config = config
+        self.jetstream = jetstream
         self.port = port
         self.monitor_port = -1
         self.store = workdir / f"{name}-store"
@@ -153,7 +161,7 @@ class NatsServer(Process):
         self.argv = [
             nats_server_binary(),
             *options,
-            "-js",
+            *(["-js"] if self.jetstream else []),
             "-a",
             "127.0.0.1",
             "-p",
