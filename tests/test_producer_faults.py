@@ -124,6 +124,23 @@ async def test_always_failing_handler_ends_aborted_within_a_bound(make_stack: St
     assert attempts(stack.producers[0], stream_id) == [1, 2, 3]
 
 
+async def test_a_handler_yielding_text_ends_aborted_at_once_after_its_bytes(
+    make_stack: StackFactory,
+) -> None:
+    stack = make_stack()
+    stream_id = new_id()
+    result = await collect(
+        stack.target, stack.tls.cert, job_request(stream_id, "yields-text"), timeout=30
+    )
+
+    assert result.code == grpc.StatusCode.ABORTED, (result.code, result.details)
+    assert (
+        "job 'yields-text' failed: the job handler yielded a str, not bytes, as chunk 2"
+    ) in result.details
+    assert result.items == [(1, b"bytes first")]
+    assert attempts(stack.producers[0], stream_id) == [1], "a retry would only repeat it"
+
+
 async def test_retry_resumes_after_the_chunks_already_published(make_stack: StackFactory) -> None:
     stack = make_stack()
     stream_id = new_id()

@@ -40,3 +40,10 @@ async def stall(ctx: JobContext) -> AsyncIterator[bytes]:
     """One chunk, then nothing for an hour."""
     yield b"only chunk"
     await asyncio.sleep(3600)
+
+
+@handler("yields-text")
+async def yields_text(ctx: JobContext) -> AsyncIterator[bytes]:
+    """A chunk of bytes, then a str: a handler's common mistake."""
+    yield b"bytes first"
+    yield "then text"  # type: ignore[misc]

@@ -25,6 +25,7 @@ from streamer_common import frames
 from streamer_common.frames import Position
 from streamer_common.metrics import ProducerMetrics
 from streamer_common.topology import data_subject
+from streamer_producer.handlers import PermanentError
 
 logger = logging.getLogger(__name__)
 
@@ -315,6 +316,13 @@ async def _fill(
     index = start.chunk
     try:
         async for chunk in chunks:
+            if chunk.__class__ is not bytes and not isinstance(chunk, bytearray | memoryview):
+                # Caught here, the chunks before it are published first, and no attempt
+                # is wasted on what a retry would repeat.
+                raise PermanentError(
+                    f"the job handler yielded a {type(chunk).__name__}, not bytes, "
+                    f"as chunk {index + 1}"
+                )
             skip = start.skip_parts if index == start.chunk else 0
             if skip or len(chunk) > max_part:
                 for part in split(chunk, index, max_part, skip):
