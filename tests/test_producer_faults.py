@@ -141,6 +141,26 @@ async def test_a_handler_yielding_text_ends_aborted_at_once_after_its_bytes(
     assert attempts(stack.producers[0], stream_id) == [1], "a retry would only repeat it"
 
 
+async def test_a_handler_that_is_no_generator_ends_aborted_at_once(
+    make_stack: StackFactory,
+) -> None:
+    stack = make_stack()
+    stream_id = new_id()
+    result = await collect(
+        stack.target, stack.tls.cert, job_request(stream_id, "returns-bytes"), timeout=30
+    )
+
+    assert result.code == grpc.StatusCode.ABORTED, (result.code, result.details)
+    assert (
+        "job 'returns-bytes' failed: the job handler returned a coroutine, not an async "
+        "iterator of bytes: make it an async generator"
+    ) in result.details
+    assert result.items == []
+    producer = stack.producers[0]
+    assert attempts(producer, stream_id) == [1]
+    assert "was never awaited" not in producer.log.read_text()
+
+
 async def test_retry_resumes_after_the_chunks_already_published(make_stack: StackFactory) -> None:
     stack = make_stack()
     stream_id = new_id()

@@ -47,3 +47,9 @@ async def yields_text(ctx: JobContext) -> AsyncIterator[bytes]:
     """A chunk of bytes, then a str: a handler's common mistake."""
     yield b"bytes first"
     yield "then text"  # type: ignore[misc]
+
+
+@handler("returns-bytes")
+async def returns_bytes(ctx: JobContext) -> bytes:  # type: ignore[misc]
+    """A coroutine, not a generator: the `yield` is missing."""
+    return b"all of it"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import inspect
 import logging
 from collections.abc import AsyncIterator
 
@@ -117,6 +118,15 @@ class JobRunner:
             return await self._fail(writer, f"unknown job {job.job!r} (known: {known})")
         context = JobContext(job.id, job.params, state.position.chunk, attempt)
         chunks = handler(context)
+        if not hasattr(chunks, "__anext__"):  # `async def` without `yield`, or a list, say
+            if inspect.iscoroutine(chunks):
+                chunks.close()  # never to be awaited
+            self._telemetry.handler_error(job.job)
+            return await self._fail(
+                writer,
+                f"the job handler returned a {type(chunks).__name__}, not an async iterator "
+                "of bytes: make it an async generator (`async def` that `yield`s its chunks)",
+            )
         with self._telemetry.publishing(job.id, writer):
             return await self._race(job, attempt, writer, chunks)
 
