@@ -90,6 +90,43 @@ def test_edge_exits_with_a_clear_message_on_bad_settings() -> None:
     assert "TLS_CERT_FILE" in run.stderr
 
 
+def producer_with_handlers(modules: str, path: Path) -> subprocess.CompletedProcess[str]:
+    """A producer process started with PRODUCER_HANDLER_MODULES=`modules`, `path` importable."""
+    return subprocess.run(
+        [sys.executable, "-m", "streamer_producer"],
+        capture_output=True,
+        text=True,
+        env={
+            "PRODUCER_HANDLER_MODULES": modules,
+            "PRODUCER_NATS_URL": "nats://127.0.0.1:1",
+            "PYTHONPATH": str(path),
+            "PATH": "/usr/bin",
+        },
+        timeout=60,
+    )
+
+
+def test_a_handler_module_not_found_is_named_in_one_line(tmp_path: Path) -> None:
+    run = producer_with_handlers("acme.handlers", tmp_path)
+
+    assert run.returncode != 0
+    assert run.stderr.strip() == (
+        "streamer-producer: invalid settings: PRODUCER_HANDLER_MODULES: no module "
+        "'acme.handlers' on the producer's path (no 'acme'); install the package, or add its "
+        "directory to PYTHONPATH"
+    )
+
+
+def test_a_module_a_handler_module_imports_shows_its_traceback(tmp_path: Path) -> None:
+    (tmp_path / "acme_handlers.py").write_text("import acme_dependency_not_installed\n")
+
+    run = producer_with_handlers("acme_handlers", tmp_path)
+
+    assert run.returncode != 0
+    assert 'acme_handlers.py", line 1' in run.stderr
+    assert "No module named 'acme_dependency_not_installed'" in run.stderr
+
+
 def test_every_setting_is_documented() -> None:
     documented = set(re.findall(r"`((?:EDGE_|PRODUCER_)?[A-Z_]+)`", DOCS.read_text()))
     names = variables(EdgeSettings, "EDGE") + variables(ProducerSettings, "PRODUCER")

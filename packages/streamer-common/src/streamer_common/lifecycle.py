@@ -53,7 +53,10 @@ def run_service(
         sys.exit(f"{name}: invalid settings: {error}")
     setup_logging(settings.log_level, settings.log_format)  # type: ignore[attr-defined]
     if prepare is not None:
-        prepare(settings)
+        try:
+            prepare(settings)
+        except SettingsError as error:
+            sys.exit(f"{name}: invalid settings: {error}")
     try:
         asyncio.run(serve(settings, tracer_of(provider, name.replace("-", "_"))))
     except TopologyError as error:

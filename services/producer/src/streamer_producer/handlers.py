@@ -22,6 +22,8 @@ import importlib
 import importlib.metadata
 from collections.abc import AsyncIterator, Callable, Mapping
 
+from streamer_common.settings import SettingsError
+
 ENTRY_POINT_GROUP = "streamer.handlers"
 
 
@@ -80,7 +82,16 @@ def handler(name: str) -> Callable[[Handler], Handler]:
 def load_handlers(modules: tuple[str, ...]) -> None:
     """Import user handler modules and `streamer.handlers` entry points so they register."""
     for module in modules:
-        importlib.import_module(module)
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as error:
+            missing = error.name or ""
+            if module != missing and not module.startswith(missing + "."):
+                raise  # something the handlers import is missing: the traceback says what
+            raise SettingsError(
+                f"PRODUCER_HANDLER_MODULES: no module {module!r} on the producer's path "
+                f"(no {missing!r}); install the package, or add its directory to PYTHONPATH"
+            ) from None
     for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         loaded = entry_point.load()
         if callable(loaded) and entry_point.name not in registry.names:
