@@ -124,40 +124,34 @@ async def test_always_failing_handler_ends_aborted_within_a_bound(make_stack: St
     assert attempts(stack.producers[0], stream_id) == [1, 2, 3]
 
 
-async def test_a_handler_yielding_text_ends_aborted_at_once_after_its_bytes(
-    make_stack: StackFactory,
+@pytest.mark.parametrize(
+    ("job", "message", "items"),
+    [
+        (
+            "yields-text",
+            "the job handler yielded a str, not bytes, as chunk 2",
+            [(1, b"bytes first")],
+        ),
+        (
+            "returns-bytes",
+            "the job handler returned a coroutine, not an async iterator of bytes: make it an "
+            "async generator",
+            [],
+        ),
+    ],
+)
+async def test_a_handlers_mistake_ends_aborted_at_once_after_the_chunks_before_it(
+    make_stack: StackFactory, job: str, message: str, items: list[tuple[int, bytes]]
 ) -> None:
     stack = make_stack()
     stream_id = new_id()
-    result = await collect(
-        stack.target, stack.tls.cert, job_request(stream_id, "yields-text"), timeout=30
-    )
+    result = await collect(stack.target, stack.tls.cert, job_request(stream_id, job), timeout=30)
 
     assert result.code == grpc.StatusCode.ABORTED, (result.code, result.details)
-    assert (
-        "job 'yields-text' failed: the job handler yielded a str, not bytes, as chunk 2"
-    ) in result.details
-    assert result.items == [(1, b"bytes first")]
-    assert attempts(stack.producers[0], stream_id) == [1], "a retry would only repeat it"
-
-
-async def test_a_handler_that_is_no_generator_ends_aborted_at_once(
-    make_stack: StackFactory,
-) -> None:
-    stack = make_stack()
-    stream_id = new_id()
-    result = await collect(
-        stack.target, stack.tls.cert, job_request(stream_id, "returns-bytes"), timeout=30
-    )
-
-    assert result.code == grpc.StatusCode.ABORTED, (result.code, result.details)
-    assert (
-        "job 'returns-bytes' failed: the job handler returned a coroutine, not an async "
-        "iterator of bytes: make it an async generator"
-    ) in result.details
-    assert result.items == []
+    assert f"job '{job}' failed: {message}" in result.details
+    assert result.items == items
     producer = stack.producers[0]
-    assert attempts(producer, stream_id) == [1]
+    assert attempts(producer, stream_id) == [1], "a retry would only repeat it"
     assert "was never awaited" not in producer.log.read_text()
 
 
