@@ -91,6 +91,6 @@ async def publish_gap(stack: Stack, stream_id: str) -> None:
         await nc.jetstream().publish(
             data_subject(stream_id),
             b"x",
-            headers=frames.data_headers(stream_id, sequence, [1], frames.Position()),
+            headers=frames.data_headers("broken-writer", sequence, [1], frames.Position()),
         )
     await nc.close()

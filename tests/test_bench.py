@@ -132,6 +132,15 @@ def test_jsops_prints_cpu_per_operation_of_each_kind() -> None:
 
 
 @pytest.mark.timeout(120)
+def test_dedupe_prints_cpu_and_memory_per_message_of_both_headers() -> None:
+    run = bench_tool("bench.dedupe", "--messages", "20", "--subjects", "2", "--rounds", "1")
+
+    figures = r"nats-server [\d.]+ µs of CPU and -?\d+ B of memory per message \(20 messages"
+    headers = [re.match(rf"round 1: ([\w-]+): {figures}", line) for line in run.stdout.splitlines()]
+    assert [match and match[1] for match in headers] == ["Nats-Msg-Id", "Streamer-Write-Id"], run
+
+
+@pytest.mark.timeout(120)
 def test_pyalloc_prints_the_edges_python_allocations_per_open_stream() -> None:
     run = bench_tool("bench.pyalloc", "--streams", "4", "--top", "3")
 

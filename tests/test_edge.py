@@ -110,7 +110,7 @@ async def test_gap_in_the_stream_is_data_loss_and_never_forwarded(make_stack: St
         await js.publish(
             data_subject(stream_id),
             b"x",
-            headers=frames.data_headers(stream_id, sequence, [1], after),
+            headers=frames.data_headers("broken-writer", sequence, [1], after),
         )
     await nc.close()
 
@@ -133,7 +133,7 @@ async def test_a_message_repeating_sequences_is_data_loss_and_never_forwarded(
         await js.publish(
             data_subject(stream_id),
             b"x" * len(sizes),
-            headers=frames.data_headers(stream_id, sequence, sizes, after),
+            headers=frames.data_headers("broken-writer", sequence, sizes, after),
         )
     await nc.close()
 

@@ -20,7 +20,8 @@ NEXT = "Streamer-Next"
 TIME = "Streamer-Time"
 STATUS = "Streamer-Status"
 ERROR = "Streamer-Error"
-MSG_ID = "Nats-Msg-Id"
+MSG_ID = "Nats-Msg-Id"  # the job message's: JetStream drops a second one within its window
+WRITE_ID = "Streamer-Write-Id"  # which writer wrote a data message or marker: `writer:what`
 EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
 
 END = "end"
@@ -67,15 +68,20 @@ class ControlFrame:
 Frame = DataFrame | ControlFrame
 
 
+def new_writer() -> str:
+    """An id for one writer of a stream, unique to it: no two attempts at a job share one."""
+    return uuid.uuid4().hex[:16]
+
+
 def data_headers(
-    stream_id: str, first_sequence: int, sizes: list[int], after: Position
+    writer: str, first_sequence: int, sizes: list[int], after: Position
 ) -> dict[str, str]:
-    """Headers of a data message holding items of `sizes`, after which the job is at `after`."""
+    """Headers of `writer`'s message holding items of `sizes`, after which the job is at `after`."""
     headers = {
         SEQ: str(first_sequence),
         NEXT: after.encode(),
         TIME: str(time.time_ns()),
-        MSG_ID: f"{stream_id}:{first_sequence}",
+        WRITE_ID: f"{writer}:{first_sequence}",
     }
     if len(sizes) > 1:
         headers[SIZES] = ",".join(map(str, sizes))
@@ -83,19 +89,16 @@ def data_headers(
 
 
 def control_headers(
-    stream_id: str, status: str, position: Position, error: str = ""
+    writer: str, status: str, position: Position, error: str = ""
 ) -> dict[str, str]:
-    """Headers of an end, error or stopped marker; `position` says where a retry resumes."""
+    """Headers of `writer`'s end, error or stopped marker; a retry resumes at `position`."""
     headers = {
         STATUS: status,
         SEQ: str(position.next_sequence - 1),
         NEXT: position.encode(),
         TIME: str(time.time_ns()),
+        WRITE_ID: f"{writer}:{status}",
     }
-    # Retries of one marker share its id; a later marker after the same sequence does not.
-    headers[MSG_ID] = (
-        f"{stream_id}:end" if status == END else f"{stream_id}:{status}:{uuid.uuid4().hex}"
-    )
     if error:
         headers[ERROR] = error.replace("\r", " ").replace("\n", " ")[:1024]
     return headers

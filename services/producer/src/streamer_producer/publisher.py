@@ -2,8 +2,12 @@
 
 Every publish asserts the subject's last JetStream sequence, so two producers that
 both believe they own a job can never interleave: the one that falls behind gets
-`wrong last sequence` and stops. Chunks that are ready together travel in one
-message; a chunk larger than a part is split across consecutive messages.
+`wrong last sequence` and stops. Each writer stamps its messages with an id of its own,
+so after `wrong last sequence` it can tell its own publish, stored though its
+acknowledgement was lost, from another writer's. That makes JetStream's duplicate
+window (a `Nats-Msg-Id` remembered per message for two minutes) unneeded here. Chunks
+that are ready together travel in one message; a chunk larger than a part is split
+across consecutive messages.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import NamedTuple
 
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
+from nats.js.api import RawStreamMsg
 from nats.js.errors import APIError, NotFoundError
 
 from streamer_common import frames
@@ -84,13 +89,13 @@ class StreamWriter:
     ) -> None:
         self._js = nc.jetstream()
         self._data_stream = data_stream
-        self._stream_id = stream_id
         self._subject = data_subject(stream_id)
         self.position = position
         self._subject_sequence = subject_sequence
         self.max_payload = max_message_bytes - _HEADER_ROOM
         self._outage = outage
         self._metrics = metrics
+        self._writer = frames.new_writer()
         self.published_items = 0
         self.published_bytes = 0
         self.published_messages = 0
@@ -101,9 +106,9 @@ class StreamWriter:
         payloads = ready.payloads
         first = self.position.next_sequence
         after = Position(first + len(payloads), ready.chunk, ready.skip)
-        headers = frames.data_headers(self._stream_id, first, list(map(len, payloads)), after)
+        headers = frames.data_headers(self._writer, first, list(map(len, payloads)), after)
         payload = b"".join(payloads)
-        self._unconfirmed = headers[frames.MSG_ID]
+        self._unconfirmed = headers[frames.WRITE_ID]
         await self._publish(payload, headers)
         self._unconfirmed = None
         self.position = after
@@ -116,19 +121,13 @@ class StreamWriter:
         """Publish an end, error or stopped marker after everything written so far."""
         if self._unconfirmed is not None:
             await self._adopt_interrupted_write()
-        await self._publish(
-            b"", frames.control_headers(self._stream_id, status, self.position, error)
-        )
+        await self._publish(b"", frames.control_headers(self._writer, status, self.position, error))
 
     async def _adopt_interrupted_write(self) -> None:
         """A write cancelled before its acknowledgement may still have landed: if so, count it."""
-        try:
-            last = await self._js.get_last_msg(self._data_stream, self._subject, direct=True)
-        except NotFoundError:  # the subject is still empty: the write did not land
-            self._unconfirmed = None
-            return
-        headers = last.headers or {}
-        if headers.get(frames.MSG_ID) == self._unconfirmed:
+        last = await self._last_message(time.monotonic() + self._outage)
+        headers = (last.headers if last else None) or {}
+        if last and headers.get(frames.WRITE_ID) == self._unconfirmed:
             self._subject_sequence = int(last.seq or 0)
             self.position = frames.position_after(headers)
         self._unconfirmed = None
@@ -136,8 +135,9 @@ class StreamWriter:
     async def _publish(self, payload: bytes, headers: dict[str, str]) -> None:
         """Publish until NATS stores it or `outage` passes; a retry repeats the same message.
 
-        Its `Nats-Msg-Id` and expected last subject sequence make a retry of a publish that
-        was stored after all fail with `wrong last sequence` instead of storing it twice.
+        Its expected last subject sequence makes a retry of a publish that was stored after
+        all fail with `wrong last sequence` instead of storing it twice; its write id then
+        shows it was ours.
         """
         headers[frames.EXPECTED_LAST_SUBJECT_SEQ] = str(self._subject_sequence)
         deadline = time.monotonic() + self._outage
@@ -163,7 +163,7 @@ class StreamWriter:
                 if error.err_code != _WRONG_LAST_SEQUENCE:
                     self._metrics.publishes_refused.inc()
                     raise PublishRefused(error.description or repr(error)) from error
-                self._subject_sequence = await self._own_earlier_publish(headers)
+                self._subject_sequence = await self._own_earlier_publish(headers, deadline)
                 return
             except (NatsError, OSError, TimeoutError) as error:
                 self._check_deadline(deadline, error)
@@ -174,17 +174,28 @@ class StreamWriter:
         if time.monotonic() > deadline:
             raise PublishOutage(f"NATS did not accept a publish for {self._outage:g}s") from error
 
-    async def _own_earlier_publish(self, headers: dict[str, str]) -> int:
+    async def _own_earlier_publish(self, headers: dict[str, str], deadline: float) -> int:
         """After `wrong last sequence`: our own retried publish landed, or someone else wrote."""
-        last = await self._js.get_last_msg(self._data_stream, self._subject, direct=True)
-        mine = headers.get(frames.MSG_ID)
-        theirs = (last.headers or {}).get(frames.MSG_ID)
-        if mine is None or mine != theirs:
+        last = await self._last_message(deadline)
+        mine = headers.get(frames.WRITE_ID)
+        theirs = ((last.headers if last else None) or {}).get(frames.WRITE_ID)
+        if last is None or mine is None or mine != theirs:
             raise LostOwnership(
                 f"another producer is writing {self._subject}: its last message is {theirs}, "
                 f"not {mine}"
             )
         return int(last.seq or 0)
+
+    async def _last_message(self, deadline: float) -> RawStreamMsg | None:
+        """The subject's last message (None while it has none), asked until NATS answers."""
+        while True:
+            try:
+                return await self._js.get_last_msg(self._data_stream, self._subject, direct=True)
+            except NotFoundError:
+                return None
+            except (NatsError, OSError, TimeoutError) as error:
+                self._check_deadline(deadline, error)
+                await asyncio.sleep(0.25)
 
 
 def split(chunk: bytes, chunk_index: int, max_part: int, skip: int = 0) -> list[Part]:
