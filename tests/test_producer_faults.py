@@ -95,6 +95,30 @@ async def test_producer_killed_mid_job_is_resumed_by_a_new_one(make_stack: Stack
     assert attempts(replacement, stream_id) == [2]
 
 
+async def test_a_producer_stalled_past_the_ack_wait_is_fenced_off_when_it_wakes(
+    make_stack: StackFactory,
+) -> None:
+    stack = make_stack(producers=2, producer={"PRODUCER_ACK_WAIT": "2s"})
+    stream_id = new_id()
+    call = Call.start(stack, request(stream_id, count=80, interval_ms=50))
+    await call.received(10)
+    (stalled,) = [p for p in stack.producers if attempts(p, stream_id)]
+    (other,) = [p for p in stack.producers if p is not stalled]
+    stalled.signal(signal.SIGSTOP)  # a long pause: its job goes to the other after the ack wait
+    try:
+        await wait_until(lambda: attempts(other, stream_id) == [2], 15)
+        await call.received(len(call.seen) + 5)
+    finally:
+        stalled.signal(signal.SIGCONT)
+    result = await call.result()
+
+    result.assert_complete(80)
+    assert result.items == produced(80)
+    # Woken, it writes nothing more: its next publish finds the other's message last.
+    await wait_until(lambda: outcomes(stalled, stream_id) == ["lost"], 10)
+    await wait_until(lambda: outcomes(other, stream_id) == ["completed"], 10)
+
+
 async def test_job_longer_than_the_ack_wait_is_not_redelivered(make_stack: StackFactory) -> None:
     stack = make_stack(producer={"PRODUCER_ACK_WAIT": "1s"})
     stream_id = new_id()
