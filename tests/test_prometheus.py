@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
+import nats
 import pytest
 import yaml
 
@@ -230,6 +232,18 @@ async def test_dashboards_and_alerts_against_a_real_prometheus(
     await asyncio.sleep(5)
     edge.signal(signal.SIGCONT)
     await wait_until(lambda: "StreamerEdgeEventLoopLagging" in holding(server), 10, 0.5)
+
+    # The jobs stream is removed: the services create it again, and say so.
+    assert "StreamerJetStreamRecreated" not in holding(server)
+    async with await nats.connect(stack.nats.url) as nc:
+        await nc.jetstream().delete_stream("STREAMER_JOBS")
+    again = await collect(stack.target, stack.tls.cert, request(new_id(), count=3))
+    if again.code != grpc.StatusCode.OK:  # the call that finds it missing: the next is served
+        assert "a JetStream stream is missing" in again.details, again.details
+        await asyncio.sleep(1.5)
+        again = await collect(stack.target, stack.tls.cert, request(new_id(), count=3))
+    again.assert_complete(3)
+    await wait_until(lambda: "StreamerJetStreamRecreated" in holding(server), 10, 0.5)
     assert all(
         rule["health"] == "ok" for group in server.api("rules")["groups"] for rule in group["rules"]
     )

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import shutil
 from pathlib import Path
 
+import grpc
 import nats
 import pytest
 from nats.js.api import ConsumerConfig
@@ -195,3 +198,58 @@ def test_a_server_without_jetstream_stops_start_up_clearly(tmp_path: Path) -> No
         "streamer-producer: JetStream is not available to this NATS account (nothing answers "
         "on $JS.API): enable JetStream on the server"
     ) in str(error.value)
+
+
+async def calls_until_served(stack: Stack, timeout: float) -> list[str]:
+    """Call until a stream completes within `timeout`; the details of the calls that failed."""
+    failures: list[str] = []
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = await collect(stack.target, stack.tls.cert, request(new_id(), count=3))
+        if result.code == grpc.StatusCode.OK:
+            result.assert_complete(3)
+            return failures
+        assert result.code == grpc.StatusCode.UNAVAILABLE, (result.code, result.details)
+        failures.append(result.details)
+        assert asyncio.get_running_loop().time() < deadline, failures
+        await asyncio.sleep(0.2)
+
+
+def recreated(stack: Stack) -> list[str]:
+    """Every "created them again" log line of the edge and the producers."""
+    assert stack.edge is not None
+    message = "JetStream streams were missing, created them again: their data is gone"
+    return [line for p in (stack.edge, *stack.producers) for line in log_events(p, message)]
+
+
+@pytest.mark.parametrize("stream", ["STREAMER_DATA", "STREAMER_JOBS"])
+async def test_a_stream_removed_while_the_services_run_is_created_again(
+    make_stack: StackFactory, stream: str
+) -> None:
+    stack = make_stack()
+    assert await calls_until_served(stack, 10) == []
+    async with await nats.connect(stack.nats.url) as nc:
+        await nc.jetstream().delete_stream(stream)  # `nats stream rm`, say
+
+    failures = await calls_until_served(stack, 10)
+
+    # A call that meets the missing stream says so; the ones after it are served.
+    assert all("a JetStream stream is missing" in details for details in failures), failures
+    assert len(failures) <= 1, failures
+    assert stream in " ".join(recreated(stack))
+
+
+async def test_a_nats_server_restarted_without_its_store_gets_the_streams_back(
+    make_stack: StackFactory,
+) -> None:
+    stack = make_stack()
+    assert await calls_until_served(stack, 10) == []
+    await asyncio.to_thread(stack.nats.stop)
+    shutil.rmtree(stack.nats.store)  # a lost volume
+    await asyncio.to_thread(stack.nats.start)
+
+    await calls_until_served(stack, 20)
+
+    lines = " ".join(recreated(stack))
+    assert "STREAMER_DATA" in lines
+    assert "consumer producers" in lines

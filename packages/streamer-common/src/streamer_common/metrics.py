@@ -113,6 +113,17 @@ class GrpcServerMetrics:
                 self.handled.labels(*labels, code)
 
 
+def recreated_counter(registry: CollectorRegistry, service: str) -> Counter:
+    """JetStream streams and consumers the service found missing while running and created."""
+    return Counter(
+        f"streamer_{service}_jetstream_recreated",
+        f"JetStream streams and consumers the {service} found missing and created again "
+        "(a nats-server restarted without its store, a stream removed): what they held is gone.",
+        ("name",),
+        registry=registry,
+    )
+
+
 class LoopLag:
     """How late the event loop runs a timer, which is how long its turns take when busy.
 
@@ -156,6 +167,7 @@ class EdgeMetrics:
         )
         self.streams_limit.set(max_streams)
         self.loop_lag = LoopLag(registry, "edge")
+        self.jetstream_recreated = recreated_counter(registry, "edge")
         self.asyncio_tasks = Gauge(
             "streamer_edge_asyncio_tasks",
             "asyncio tasks alive in the edge; steady when idle, so a leak shows as growth.",
@@ -225,6 +237,7 @@ class ProducerMetrics:
 
     def __init__(self, registry: CollectorRegistry, concurrency: int) -> None:
         self.loop_lag = LoopLag(registry, "producer")
+        self.jetstream_recreated = recreated_counter(registry, "producer")
         self.jobs_started = Counter(
             "streamer_producer_jobs_started",
             "Job attempts started, by handler.",

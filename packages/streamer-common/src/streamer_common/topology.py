@@ -9,12 +9,16 @@ Edges announce which streams they have readers for on `streamer.readers.<edge>`
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
+from nats.errors import NoRespondersError
 from nats.js import JetStreamContext
 from nats.js.api import (
     AccountInfo,
@@ -31,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 JOBS_CONSUMER = "producers"
 _MAX_BYTES_REQUIRED = 10113  # the account requires streams to set max_bytes
+_STREAM_NOT_FOUND = 10059
 
 
 def data_subject(stream_id: str) -> str:
@@ -141,8 +146,8 @@ def _differences(wanted: StreamConfig, actual: StreamConfig) -> list[str]:
     return found
 
 
-async def ensure_stream(js: JetStreamContext, wanted: StreamConfig) -> None:
-    """Create `wanted` if missing; raise TopologyError if it exists with another definition."""
+async def ensure_stream(js: JetStreamContext, wanted: StreamConfig) -> bool:
+    """Create `wanted` if missing (True); TopologyError if it exists with another definition."""
     try:
         info = await js.stream_info(wanted.name or "")
     except NotFoundError:
@@ -151,7 +156,7 @@ async def ensure_stream(js: JetStreamContext, wanted: StreamConfig) -> None:
         except APIError as error:
             raise TopologyError(_refusal(wanted, error)) from None
         logger.info("created JetStream stream", extra={"stream": wanted.name})
-        return
+        return True
     differences = _differences(wanted, info.config)
     if differences:
         raise TopologyError(
@@ -160,6 +165,7 @@ async def ensure_stream(js: JetStreamContext, wanted: StreamConfig) -> None:
             + ". Align the settings of every service, or update or delete the stream."
         )
     await _raise_max_consumers(js, wanted, info.config)
+    return False
 
 
 def _refusal(wanted: StreamConfig, error: APIError) -> str:
@@ -197,8 +203,8 @@ async def _raise_max_consumers(
     logger.info("raised the stream's consumer limit", extra=extra)
 
 
-async def ensure_topology(nc: Client, topology: Topology) -> None:
-    """Create or check both streams; idempotent, safe for every replica at start-up."""
+async def ensure_topology(nc: Client, topology: Topology) -> list[str]:
+    """Create or check both streams, naming those created; idempotent, safe for every replica."""
     # nats-py refuses a larger message before sending it (MaxPayloadError), which a
     # producer would take for an outage and retry until its job failed.
     if nc.max_payload < topology.max_message_bytes:
@@ -210,8 +216,74 @@ async def ensure_topology(nc: Client, topology: Topology) -> None:
     js = nc.jetstream()
     data = topology.data_config()
     data.max_consumers = _consumer_capacity(await _account(js), topology)
-    await ensure_stream(js, data)
-    await ensure_stream(js, topology.jobs_config())
+    created = [data.name or ""] if await ensure_stream(js, data) else []
+    if await ensure_stream(js, topology.jobs_config()):
+        created.append(topology.jobs_stream)
+    return created
+
+
+def stream_missing(error: BaseException) -> bool:
+    """True when NATS says a JetStream stream (or its consumer) is not there to answer."""
+    if isinstance(error, NoRespondersError | ServiceUnavailableError):
+        return True
+    return isinstance(error, APIError) and error.err_code == _STREAM_NOT_FOUND
+
+
+class TopologyKeeper:
+    """Puts the streams back when they go missing while a service runs.
+
+    A nats-server that restarts without its store (a lost volume), or a `nats stream rm`,
+    leaves the services connected to a server without their streams, and every call
+    would fail until they were restarted. `recheck` runs `ensure` again in the
+    background, at most once every `interval` seconds; a service calls it after every
+    reconnect and whenever NATS says a stream is missing (`stream_missing`).
+    """
+
+    def __init__(
+        self,
+        ensure: Callable[[], Awaitable[list[str]]],
+        on_created: Callable[[str], object] = lambda name: None,
+        interval: float = 1.0,
+    ) -> None:
+        self._ensure = ensure
+        self._on_created = on_created
+        self._interval = interval
+        self._last = -interval
+        self._task: asyncio.Task[None] | None = None
+
+    def recheck(self) -> None:
+        """Check the streams soon, unless a check is already on its way."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._check())
+
+    async def wait(self) -> None:
+        """Until the check on its way, if any, is done."""
+        if self._task is not None:
+            await asyncio.wait({self._task})
+
+    def close(self) -> None:
+        """Cancel a check on its way."""
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _check(self) -> None:
+        await asyncio.sleep(max(0.0, self._last + self._interval - time.monotonic()))
+        self._last = time.monotonic()
+        try:
+            created = await self._ensure()
+        except TopologyError as error:
+            logger.error("cannot put the JetStream streams back", extra={"error": str(error)})
+            return
+        except Exception as error:  # an outage: the next reconnect or failed call checks again
+            logger.info("cannot check the JetStream streams", extra={"error": repr(error)})
+            return
+        if created:
+            logger.warning(
+                "JetStream streams were missing, created them again: their data is gone",
+                extra={"streams": created},
+            )
+        for name in created:
+            self._on_created(name)
 
 
 async def _account(js: JetStreamContext) -> AccountInfo | None:

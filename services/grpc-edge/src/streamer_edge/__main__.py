@@ -14,7 +14,7 @@ from streamer_common.httpserve import OpsServer
 from streamer_common.lifecycle import run_service, shutdown_event
 from streamer_common.metrics import EdgeMetrics, QueueMetrics, new_registry
 from streamer_common.natsio import connect
-from streamer_common.topology import Topology, ensure_topology
+from streamer_common.topology import Topology, TopologyKeeper, ensure_topology
 from streamer_edge.interest import Interest
 from streamer_edge.memory import check_memory_limit
 from streamer_edge.observe import ServerTelemetry
@@ -41,6 +41,7 @@ async def serve(settings: EdgeSettings, tracer: trace.Tracer) -> None:
     stop = shutdown_event()
     health = HealthServicer()
     await set_health(health, NOT_SERVING)
+    keeper: TopologyKeeper | None = None
     async with contextlib.AsyncExitStack() as stack:
 
         async def on_disconnect() -> None:
@@ -48,14 +49,24 @@ async def serve(settings: EdgeSettings, tracer: trace.Tracer) -> None:
 
         async def on_reconnect() -> None:
             await set_health(health, SERVING)
+            if keeper is not None:  # a server restarted without its store has no streams
+                keeper.recheck()
 
         nc = await connect(settings, "streamer-edge", stop, on_disconnect, on_reconnect)
         if nc is None:
             return
         stack.push_async_callback(nc.close)
-        await ensure_topology(nc, Topology.from_settings(settings))
+        topology = Topology.from_settings(settings)
+        await ensure_topology(nc, topology)
         registry = new_registry()
         metrics = EdgeMetrics(registry, settings.max_streams)
+        recreated = metrics.jetstream_recreated
+        for name in (settings.data_stream, settings.jobs_stream):
+            recreated.labels(name)  # at zero from the start, so an increase shows
+        keeper = TopologyKeeper(
+            lambda: ensure_topology(nc, topology), lambda name: recreated.labels(name).inc()
+        )
+        stack.callback(keeper.close)
         stack.callback(asyncio.create_task(metrics.loop_lag.watch()).cancel)
         queue = QueueMetrics(registry, nc, settings.jobs_stream)
         readers = ReaderPool(
@@ -67,7 +78,7 @@ async def serve(settings: EdgeSettings, tracer: trace.Tracer) -> None:
         turns = TurnBudget(on_hold=metrics.relay_steps_held.inc)
         interest = Interest(nc, settings.interest_interval)
         stack.callback(asyncio.create_task(interest.announce()).cancel)
-        servicer = StreamerServicer(nc, settings, interest, metrics, tracer, readers, turns)
+        servicer = StreamerServicer(nc, settings, interest, metrics, tracer, readers, turns, keeper)
         server, port = build_server(
             settings, servicer, health, ServerTelemetry(metrics.grpc, tracer)
         )

@@ -22,7 +22,7 @@ from streamer_common.inbox import SharedInbox
 from streamer_common.metrics import EdgeMetrics
 from streamer_common.natsio import StreamState, stream_state
 from streamer_common.proto import stream_pb2, stream_pb2_grpc
-from streamer_common.topology import job_subject
+from streamer_common.topology import TopologyKeeper, job_subject, stream_missing
 from streamer_edge.follower import Follower, NatsOutage, Received
 from streamer_edge.interest import Interest
 from streamer_edge.observe import StreamRecord
@@ -77,8 +77,10 @@ class StreamerServicer(stream_pb2_grpc.StreamerServicer):
         tracer: trace.Tracer,
         readers: ReaderPool | None = None,
         turns: TurnBudget | None = None,
+        keeper: TopologyKeeper | None = None,
     ) -> None:
         self._nc = nc
+        self._keeper = keeper
         self._inbox = SharedInbox(nc)
         self._readers = readers
         self._turns = turns or TurnBudget()
@@ -164,7 +166,8 @@ class StreamerServicer(stream_pb2_grpc.StreamerServicer):
                 # NATS did not answer in time (an overloaded or reconnecting connection).
                 ended = StreamEnded(
                     grpc.StatusCode.UNAVAILABLE,
-                    f"NATS did not answer ({error!r}); retry with after_sequence={call.delivered}",
+                    f"NATS did not answer ({error!r}{self._missing(error)}); retry with "
+                    f"after_sequence={call.delivered}",
                 )
             except Exception:
                 logger.exception("stream failed", extra={"stream_id": call.stream_id})
@@ -253,8 +256,17 @@ class StreamerServicer(stream_pb2_grpc.StreamerServicer):
             return await stream_state(self._nc, self._settings.data_stream, stream_id)
         except Exception as error:
             raise StreamEnded(
-                grpc.StatusCode.UNAVAILABLE, f"cannot read stream state from NATS ({error}); retry"
+                grpc.StatusCode.UNAVAILABLE,
+                f"cannot read stream state from NATS ({error}{self._missing(error)}); retry",
             ) from error
+
+    def _missing(self, error: BaseException) -> str:
+        """If `error` says a stream is missing, have it recreated; what to add to the message."""
+        if not stream_missing(error):
+            return ""
+        if self._keeper is not None:
+            self._keeper.recheck()
+        return ": a JetStream stream is missing or JetStream is down; a missing one is recreated"
 
     async def _start_job(self, call: Call, state: StreamState) -> None:
         job = frames.Job(call.stream_id, call.job, call.params)
@@ -272,7 +284,8 @@ class StreamerServicer(stream_pb2_grpc.StreamerServicer):
                 ) from error
         except Exception as error:
             raise StreamEnded(
-                grpc.StatusCode.UNAVAILABLE, f"cannot queue the job ({error!r}); retry"
+                grpc.StatusCode.UNAVAILABLE,
+                f"cannot queue the job ({error!r}{self._missing(error)}); retry",
             ) from error
 
     async def _follow(self, call: Call, follower: Follower, stale: int) -> None:

@@ -15,8 +15,8 @@ from nats.js.api import AckPolicy, ConsumerConfig
 
 from streamer_common import frames
 from streamer_common.natsio import stream_state
-from streamer_common.pull import PullConsumer
-from streamer_common.topology import JOBS_CONSUMER, job_subject
+from streamer_common.pull import ConsumerGone, PullConsumer
+from streamer_common.topology import JOBS_CONSUMER, TopologyKeeper, job_subject, stream_missing
 from streamer_producer.handlers import JobContext, PermanentError, Registry
 from streamer_producer.interest import ReaderWatch
 from streamer_producer.observe import JobTelemetry
@@ -239,9 +239,11 @@ class Worker:
         registry: Registry,
         telemetry: JobTelemetry,
         readers: ReaderWatch,
+        keeper: TopologyKeeper | None = None,
     ) -> None:
         self._nc = nc
         self._settings = settings
+        self._keeper = keeper
         self._abandon = asyncio.Event()
         self._readers = readers
         self._runner = JobRunner(nc, settings, registry, self._abandon, telemetry, self._readers)
@@ -319,6 +321,8 @@ class Worker:
             return await puller.fetch(timeout=1.0)
         except Exception as error:
             logger.warning("cannot fetch jobs", extra={"error": repr(error)})
+            if self._keeper and (isinstance(error, ConsumerGone) or stream_missing(error)):
+                self._keeper.recheck()  # the jobs stream or its consumer was removed
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)
             return []
