@@ -256,11 +256,6 @@ class TopologyKeeper:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._check())
 
-    async def wait(self) -> None:
-        """Until the check on its way, if any, is done."""
-        if self._task is not None:
-            await asyncio.wait({self._task})
-
     def close(self) -> None:
         """Cancel a check on its way."""
         if self._task is not None:

@@ -178,8 +178,10 @@ class StreamWriter:
         """After `wrong last sequence`: our own retried publish landed, or someone else wrote."""
         last = await self._last_message(deadline)
         mine = headers.get(frames.WRITE_ID)
-        theirs = ((last.headers if last else None) or {}).get(frames.WRITE_ID)
-        if last is None or mine is None or mine != theirs:
+        if last is None:
+            raise LostOwnership(f"{self._subject} is empty: its messages were removed")
+        theirs = (last.headers or {}).get(frames.WRITE_ID)
+        if mine is None or mine != theirs:
             raise LostOwnership(
                 f"another producer is writing {self._subject}: its last message is {theirs}, "
                 f"not {mine}"
