@@ -13,11 +13,16 @@ from pathlib import Path
 
 import grpc
 import nats
+from nats.aio.client import Client
+from prometheus_client import CollectorRegistry
 
+from streamer_common.frames import Position
+from streamer_common.metrics import ProducerMetrics
 from streamer_common.natsio import stream_state
 from streamer_common.proto import stream_pb2, stream_pb2_grpc
 from streamer_devstack.processes import Process, Service
 from streamer_devstack.stack import Stack, edge_env
+from streamer_producer.publisher import StreamWriter
 
 LAST_SEQUENCE_KEY = "streamer-last-sequence"
 
@@ -170,3 +175,31 @@ def start_second_edge(stack: Stack) -> Service:
     )
     other.start()
     return other
+
+
+async def calls_until_served(stack: Stack, timeout: float) -> list[str]:
+    """Call until a stream completes within `timeout`; the details of the calls that failed."""
+    failures: list[str] = []
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = await collect(stack.target, stack.tls.cert, request(new_id(), count=3))
+        if result.code == grpc.StatusCode.OK:
+            result.assert_complete(3)
+            return failures
+        assert result.code == grpc.StatusCode.UNAVAILABLE, (result.code, result.details)
+        failures.append(result.details)
+        assert asyncio.get_running_loop().time() < deadline, failures
+        await asyncio.sleep(0.2)
+
+
+def stream_writer(
+    nc: Client,
+    stream_id: str,
+    registry: CollectorRegistry | None = None,
+    cls: type[StreamWriter] = StreamWriter,
+) -> StreamWriter:
+    """A producer's writer of `stream_id` on the data stream, from its start (a fresh stream)."""
+    metrics = ProducerMetrics(registry or CollectorRegistry(), 1)
+    return cls(
+        nc, "STREAMER_DATA", stream_id, Position(), 0, max_message_bytes=1 << 20, metrics=metrics
+    )

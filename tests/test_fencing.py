@@ -19,11 +19,10 @@ from prometheus_client import CollectorRegistry
 from conftest import StackFactory
 from streamer_common import frames
 from streamer_common.frames import Position
-from streamer_common.metrics import ProducerMetrics
 from streamer_common.natsio import stream_state
 from streamer_common.topology import data_subject
-from streamer_producer.publisher import LostOwnership, Ready, StreamWriter
-from support import new_id, wait_until
+from streamer_producer.publisher import LostOwnership, Ready
+from support import new_id, stream_writer, wait_until
 
 DATA = "STREAMER_DATA"
 
@@ -98,20 +97,6 @@ async def relayed(make_stack: StackFactory) -> AsyncIterator[tuple[Client, Clien
             await direct.close()
 
 
-def writer(nc: Client, stream_id: str, registry: CollectorRegistry | None = None) -> StreamWriter:
-    """A writer of `stream_id` from its start, as a producer makes one for a fresh stream."""
-    metrics = ProducerMetrics(registry or CollectorRegistry(), 1)
-    return StreamWriter(
-        nc,
-        DATA,
-        stream_id,
-        Position(),
-        0,
-        max_message_bytes=1 << 20,
-        metrics=metrics,
-    )
-
-
 async def stored(direct: Client, stream_id: str) -> int:
     """Messages the data stream holds for `stream_id`."""
     subject = data_subject(stream_id)
@@ -134,7 +119,7 @@ async def test_a_write_whose_acknowledgement_was_lost_is_stored_once(
     through, direct, relay = relayed
     stream_id = new_id()
     registry = CollectorRegistry()
-    w = writer(through, stream_id, registry)
+    w = stream_writer(through, stream_id, registry)
     relay.hold()
     first = asyncio.create_task(w.write(Ready([b"one", b"two"], 2, 0)))
     await until_stored(direct, stream_id, 1)
@@ -161,7 +146,7 @@ async def test_a_second_writer_from_the_same_state_is_fenced_off(
     stream_id = new_id()
     # Two producers that both took the job when the subject was empty (one stalled past
     # the ack wait, say): the first to publish owns the stream.
-    owner, stale = writer(direct, stream_id), writer(direct, stream_id)
+    owner, stale = stream_writer(direct, stream_id), stream_writer(direct, stream_id)
     await owner.write(Ready([b"owner's"], 1, 0))
 
     with pytest.raises(LostOwnership, match="another producer is writing"):
@@ -180,7 +165,7 @@ async def test_a_marker_after_a_cancelled_write_counts_the_write_if_it_landed(
 ) -> None:
     through, direct, relay = relayed
     stream_id = new_id()
-    w = writer(through, stream_id)
+    w = stream_writer(through, stream_id)
     relay.hold()
     write = asyncio.create_task(w.write(Ready([b"landed"], 1, 0)))
     await until_stored(direct, stream_id, 1)

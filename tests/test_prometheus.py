@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import grpc
 import nats
 import pytest
 import yaml
@@ -24,7 +23,7 @@ from conftest import StackFactory
 from promsupport import publish_gap, tool
 from streamer_devstack.processes import Process, StartError
 from streamer_devstack.stack import Stack
-from support import Result, collect, new_id, request, wait_until
+from support import Result, calls_until_served, collect, new_id, request, wait_until
 
 CHART = Path(__file__).parents[1] / "deploy" / "helm" / "streamer"
 ALERTS = CHART / "files" / "alerts.yaml"
@@ -237,12 +236,8 @@ async def test_dashboards_and_alerts_against_a_real_prometheus(
     assert "StreamerJetStreamRecreated" not in holding(server)
     async with await nats.connect(stack.nats.url) as nc:
         await nc.jetstream().delete_stream("STREAMER_JOBS")
-    again = await collect(stack.target, stack.tls.cert, request(new_id(), count=3))
-    if again.code != grpc.StatusCode.OK:  # the call that finds it missing: the next is served
-        assert "a JetStream stream is missing" in again.details, again.details
-        await asyncio.sleep(1.5)
-        again = await collect(stack.target, stack.tls.cert, request(new_id(), count=3))
-    again.assert_complete(3)
+    failures = await calls_until_served(stack, 10)
+    assert all("a JetStream stream is missing" in details for details in failures), failures
     await wait_until(lambda: "StreamerJetStreamRecreated" in holding(server), 10, 0.5)
     assert all(
         rule["health"] == "ok" for group in server.api("rules")["groups"] for rule in group["rules"]

@@ -7,16 +7,13 @@ from collections.abc import AsyncIterator
 
 import nats
 from nats.aio.client import Client
-from prometheus_client import CollectorRegistry
 
 from conftest import StackFactory
 from promsupport import scrape, value
-from streamer_common.frames import Position
-from streamer_common.metrics import ProducerMetrics
 from streamer_common.topology import JOBS_CONSUMER
 from streamer_devstack.stack import Stack
 from streamer_producer.publisher import ReadAhead, Ready, StreamWriter, pump
-from support import collect, new_id, request
+from support import collect, new_id, request, stream_writer
 
 MAX_BATCH = 256 * 1024
 
@@ -36,10 +33,7 @@ class Counting:
 
 def writer_of(cls: type[StreamWriter], nc: Client) -> StreamWriter:
     """A writer of class `cls` for a new stream on the data stream, from its start."""
-    metrics = ProducerMetrics(CollectorRegistry(), 1)
-    return cls(
-        nc, "STREAMER_DATA", new_id(), Position(), 0, max_message_bytes=1024 * 1024, metrics=metrics
-    )
+    return stream_writer(nc, new_id(), cls=cls)
 
 
 async def pumped(handler: Counting, writer: StreamWriter) -> bool:

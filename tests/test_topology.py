@@ -7,7 +7,6 @@ import dataclasses
 import shutil
 from pathlib import Path
 
-import grpc
 import nats
 import pytest
 from nats.js.api import ConsumerConfig
@@ -15,7 +14,7 @@ from nats.js.api import ConsumerConfig
 from conftest import StackFactory
 from streamer_devstack.processes import NatsServer, Service, StartError
 from streamer_devstack.stack import Stack, producer_env
-from support import collect, log_events, new_id, request
+from support import calls_until_served, collect, log_events, new_id, request
 
 
 def test_second_producer_with_same_settings_starts(make_stack: StackFactory) -> None:
@@ -198,21 +197,6 @@ def test_a_server_without_jetstream_stops_start_up_clearly(tmp_path: Path) -> No
         "streamer-producer: JetStream is not available to this NATS account (nothing answers "
         "on $JS.API): enable JetStream on the server"
     ) in str(error.value)
-
-
-async def calls_until_served(stack: Stack, timeout: float) -> list[str]:
-    """Call until a stream completes within `timeout`; the details of the calls that failed."""
-    failures: list[str] = []
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await collect(stack.target, stack.tls.cert, request(new_id(), count=3))
-        if result.code == grpc.StatusCode.OK:
-            result.assert_complete(3)
-            return failures
-        assert result.code == grpc.StatusCode.UNAVAILABLE, (result.code, result.details)
-        failures.append(result.details)
-        assert asyncio.get_running_loop().time() < deadline, failures
-        await asyncio.sleep(0.2)
 
 
 def recreated(stack: Stack) -> list[str]:
