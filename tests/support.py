@@ -177,8 +177,13 @@ def start_second_edge(stack: Stack) -> Service:
     return other
 
 
-async def calls_until_served(stack: Stack, timeout: float) -> list[str]:
-    """Call until a stream completes within `timeout`; the details of the calls that failed."""
+async def calls_until_served(
+    stack: Stack, timeout: float, also: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE
+) -> list[str]:
+    """Call until a stream completes within `timeout`; the details of the calls that failed.
+
+    Calls may fail UNAVAILABLE, or with `also`, until then.
+    """
     failures: list[str] = []
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
@@ -186,7 +191,7 @@ async def calls_until_served(stack: Stack, timeout: float) -> list[str]:
         if result.code == grpc.StatusCode.OK:
             result.assert_complete(3)
             return failures
-        assert result.code == grpc.StatusCode.UNAVAILABLE, (result.code, result.details)
+        assert result.code in (grpc.StatusCode.UNAVAILABLE, also), (result.code, result.details)
         failures.append(result.details)
         assert asyncio.get_running_loop().time() < deadline, failures
         await asyncio.sleep(0.2)

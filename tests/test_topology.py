@@ -7,6 +7,7 @@ import dataclasses
 import shutil
 from pathlib import Path
 
+import grpc
 import nats
 import pytest
 from nats.js.api import ConsumerConfig
@@ -78,6 +79,33 @@ async def test_a_lower_consumer_limit_is_raised_and_never_lowered(
 
     assert raised == 10000
     assert await data_stream_limit(stack) == 10000
+
+
+async def test_a_consumer_limit_lowered_while_the_edge_runs_is_raised_at_the_first_refusal(
+    make_stack: StackFactory,
+) -> None:
+    # As a service configured with a lower DATA_MAX_CONSUMERS, starting beside this one,
+    # can leave it: JetStream has no compare-and-set for stream updates.
+    stack = make_stack(producers=1)
+    assert stack.edge is not None
+    async with await nats.connect(stack.nats.url) as nc:
+        js = nc.jetstream()
+        info = await js.stream_info("STREAMER_DATA")
+        await js.update_stream(dataclasses.replace(info.config, max_consumers=1))
+        await js.add_consumer(
+            "STREAMER_DATA", ConsumerConfig(filter_subject="stream.other", inactive_threshold=60.0)
+        )
+
+    refused = await collect(stack.target, stack.tls.cert, request(new_id()))
+    served = await calls_until_served(stack, 10, also=grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+    assert refused.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "STREAMER_DATA is at its limit of consumers" in refused.details
+    assert len(served) <= 1, served  # a call made before the limit was raised again
+    assert await data_stream_limit(stack) == 10000
+    (raised,) = log_events(stack.edge, "raised the stream's consumer limit")
+    assert '"from": 1' in raised
+    assert '"to": 10000' in raised
 
 
 # Every client lands in an account whose JetStream allows 600 consumers in all.

@@ -238,6 +238,8 @@ class StreamerServicer(stream_pb2_grpc.StreamerServicer):
         except APIError as error:
             if error.err_code != _CONSUMER_LIMIT:
                 raise
+            if self._keeper is not None:  # a service configured lower may have lowered it
+                self._keeper.recheck()
             raise StreamEnded(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"JetStream stream {settings.data_stream} is at its limit of consumers, one "
