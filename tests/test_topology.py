@@ -15,7 +15,7 @@ from nats.js.api import ConsumerConfig
 from conftest import StackFactory
 from streamer_devstack.processes import NatsServer, Service, StartError
 from streamer_devstack.stack import Stack, producer_env
-from support import calls_until_served, collect, log_events, new_id, request
+from support import calls_until_served, collect, log_events, new_id, request, wait_until
 
 
 def test_second_producer_with_same_settings_starts(make_stack: StackFactory) -> None:
@@ -265,3 +265,37 @@ async def test_a_nats_server_restarted_without_its_store_gets_the_streams_back(
     lines = " ".join(recreated(stack))
     assert "STREAMER_DATA" in lines
     assert "consumer producers" in lines
+
+
+async def test_a_stream_put_back_with_another_definition_is_reported_and_calls_go_on(
+    make_stack: StackFactory,
+) -> None:
+    stack = make_stack()
+    assert stack.edge is not None
+    async with await nats.connect(stack.nats.url) as nc:
+        js = nc.jetstream()
+        info = await js.stream_info("STREAMER_DATA")
+        await js.delete_stream("STREAMER_DATA")
+        await js.add_stream(dataclasses.replace(info.config, max_age=7200.0))
+    # The services check their streams again after a reconnect.
+    await asyncio.to_thread(stack.nats.stop)
+    await asyncio.to_thread(stack.nats.start)
+
+    failures = await calls_until_served(stack, 20)
+
+    assert all("no connection to NATS" in details for details in failures), failures
+
+    services = [stack.edge, *stack.producers]
+
+    def refused() -> list[list[str]]:
+        return [
+            log_events(service, "cannot put the JetStream streams back") for service in services
+        ]
+
+    await wait_until(lambda: all(refused()), timeout=10)
+    for lines, service in zip(refused(), services, strict=True):
+        assert len(lines) == 1, lines
+        assert '"level": "ERROR"' in lines[0]
+        assert "STREAMER_DATA exists with a different definition: max_age=7200" in lines[0]
+        assert service.alive()
+    assert recreated(stack) == []
