@@ -13,6 +13,7 @@ import pytest
 from nats.js.api import ConsumerConfig
 
 from conftest import StackFactory
+from natsjwt import operator_mode
 from streamer_devstack.processes import NatsServer, Service, StartError
 from streamer_devstack.stack import Stack, producer_env
 from support import calls_until_served, collect, log_events, new_id, request, wait_until
@@ -43,9 +44,10 @@ def test_producer_with_different_ack_wait_refuses_to_start(make_stack: StackFact
     assert "jobs consumer exists with another definition" in str(error.value)
 
 
-async def data_stream_limit(stack: Stack) -> int:
+async def data_stream_limit(stack: Stack, creds: Path | None = None) -> int:
     """The data stream's max_consumers as nats-server reports it."""
-    async with await nats.connect(stack.nats.url) as nc:
+    options = {"user_credentials": str(creds)} if creds else {}
+    async with await nats.connect(stack.nats.url, **options) as nc:
         info = await nc.jetstream().stream_info("STREAMER_DATA")
     return info.config.max_consumers or -1
 
@@ -134,6 +136,28 @@ async def test_an_account_allowing_fewer_consumers_caps_the_data_streams_limit(
     for service in (stack.producers[0], stack.edge):
         (warning,) = log_events(service, CAPPED + "takes the account's limit")
         assert '"configured": 10000' in warning
+        assert '"account_limit": 600' in warning
+    result = await collect(stack.target, stack.tls.cert, request(new_id(), count=3))
+    result.assert_complete(3)
+
+
+async def test_a_creds_file_account_with_consumer_limits_per_replica_count_caps_the_limit(
+    make_stack: StackFactory, tmp_path: Path
+) -> None:
+    # An operator-mode server, as managed NATS services run: the account is a JWT whose
+    # JetStream limits are per replica count (here only R1, which the streams use).
+    r1 = {"mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": 600}
+    config, creds = operator_mode(tmp_path / "auth", {"tiered_limits": {"R1": r1}})
+    stack = make_stack(
+        nats_config=config,
+        edge={"EDGE_NATS_CREDS_FILE": str(creds)},
+        producer={"PRODUCER_NATS_CREDS_FILE": str(creds)},
+    )
+    assert stack.edge is not None
+
+    assert await data_stream_limit(stack, creds) == 600
+    for service in (stack.producers[0], stack.edge):
+        (warning,) = log_events(service, CAPPED + "takes the account's limit")
         assert '"account_limit": 600' in warning
     result = await collect(stack.target, stack.tls.cert, request(new_id(), count=3))
     result.assert_complete(3)
