@@ -6,10 +6,10 @@ import asyncio
 import dataclasses
 import logging
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import nats
 from nats.aio.client import Client
 from nats.js.errors import NotFoundError
 
@@ -50,30 +50,61 @@ async def connect(
     on_disconnect: Callback | None = None,
     on_reconnect: Callback | None = None,
 ) -> Client | None:
-    """Connect, retrying with capped backoff until connected or `stop` is set (then None)."""
-    delay = 0.2
-    while not stop.is_set():
-        try:
-            return await nats.connect(
-                **connect_options(settings, name),
-                disconnected_cb=on_disconnect,
-                reconnected_cb=on_reconnect,
-                error_cb=_log_error,
-            )
-        except (TimeoutError, OSError, nats.errors.Error) as error:
-            logger.warning(
-                "cannot reach NATS, retrying",
-                extra={"servers": settings.nats_url, "error": str(error)},
-            )
-        try:
-            await asyncio.wait_for(stop.wait(), delay)
-        except TimeoutError:
-            delay = min(delay * 2, 5.0)
-    return None
+    """Connect, retrying until connected or `stop` is set (then None).
+
+    nats-py retries a first connection itself, every `reconnect_time_wait` and without end
+    (`max_reconnect_attempts=-1` covers it too), so `stop` is raced against it: a service
+    that cannot reach NATS at start (down, unreachable, refusing its credentials) still
+    exits at once on SIGTERM. A caller that gives up (a timeout) closes the half-made client.
+    """
+    nc = Client()
+    connecting = asyncio.ensure_future(
+        nc.connect(
+            **connect_options(settings, name),
+            disconnected_cb=on_disconnect,
+            reconnected_cb=on_reconnect,
+            error_cb=ConnectionErrors(settings.nats_url).log,
+        )
+    )
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((connecting, stopping), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not connecting.done():
+            connecting.cancel()
+            await asyncio.gather(connecting, return_exceptions=True)
+            await nc.close()
+    if connecting.cancelled():
+        return None
+    connecting.result()  # what nats-py does not retry: a credentials file it cannot use
+    return nc
 
 
-async def _log_error(error: Exception) -> None:
-    logger.warning("NATS connection error", extra={"error": repr(error)})
+class ConnectionErrors:
+    """nats-py's error callback: logs an error at once, and again at most every `interval`.
+
+    nats-py reports every failed attempt while it retries, twice a second with the
+    services' `reconnect_time_wait`, for as long as NATS stays unreachable; a refused
+    login reports two errors each time (the refusal, then the reset connection).
+    """
+
+    def __init__(self, servers: tuple[str, ...], interval: float = 10.0) -> None:
+        self._servers = list(servers)
+        self._interval = interval
+        self._logged: dict[str, tuple[float, int]] = {}  # error: when last logged, repeats
+
+    async def log(self, error: Exception) -> None:
+        text, now = repr(error), time.monotonic()
+        logged_at, repeats = self._logged.get(text, (now - self._interval, 0))
+        if now - logged_at < self._interval:
+            self._logged[text] = (logged_at, repeats + 1)
+            return
+        if len(self._logged) >= 64:  # errors that name a changing detail
+            self._logged.clear()
+        self._logged[text] = (now, 0)
+        extra = {"servers": self._servers, "error": text, "repeats_not_logged": repeats}
+        logger.warning("NATS connection error", extra=extra)
 
 
 @dataclasses.dataclass(frozen=True)

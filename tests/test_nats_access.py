@@ -1,0 +1,139 @@
+"""How the services reach NATS: a user and password, TLS, and a server they cannot use."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import StackFactory
+from streamer_common.natsio import connect
+from streamer_common.settings import NatsSettings
+from streamer_common.topology import Topology, ensure_topology
+from streamer_devstack import tls
+from streamer_devstack.processes import NatsServer, Service
+from streamer_devstack.stack import edge_env, producer_env
+from support import collect, log_events, new_id, request, wait_until
+
+# The chart's bundled NATS: every client must log in.
+PASSWORDS = "authorization { users [ { user: app, password: s3cret } ] }\n"
+
+
+async def test_services_log_in_with_a_user_and_password(make_stack: StackFactory) -> None:
+    login = {"NATS_USER": "app", "NATS_PASSWORD": "s3cret"}
+    stack = make_stack(
+        nats_config=PASSWORDS,
+        edge={f"EDGE_{name}": value for name, value in login.items()},
+        producer={f"PRODUCER_{name}": value for name, value in login.items()},
+    )
+
+    result = await collect(stack.target, stack.tls.cert, request(new_id(), count=3))
+
+    result.assert_complete(3)
+
+
+def tls_config(pair: tls.KeyPair) -> str:
+    """nats-server configuration that takes TLS clients only, with `pair`."""
+    return f'tls {{ cert_file: "{pair.cert}", key_file: "{pair.key}" }}\n'
+
+
+async def test_services_reach_a_nats_server_that_requires_tls(
+    make_stack: StackFactory, tmp_path: Path
+) -> None:
+    pair = tls.self_signed(tmp_path / "nats-tls", stem="nats")
+    stack = make_stack(
+        nats_config=tls_config(pair),
+        edge={"EDGE_NATS_TLS_CA_FILE": str(pair.cert)},
+        producer={"PRODUCER_NATS_TLS_CA_FILE": str(pair.cert)},
+    )
+
+    result = await collect(stack.target, stack.tls.cert, request(new_id(), count=3))
+
+    result.assert_complete(3)
+
+
+async def test_a_tls_url_connects_with_the_configured_ca(tmp_path: Path) -> None:
+    pair = tls.self_signed(tmp_path / "nats-tls", stem="nats")
+    server = NatsServer(tmp_path, config=tls_config(pair))
+    await asyncio.to_thread(server.start)
+    try:
+        url = server.url.replace("nats://", "tls://")
+        settings = NatsSettings(nats_url=(url,), nats_tls_ca_file=str(pair.cert))
+        nc = await connect(settings, "test", asyncio.Event())
+        assert nc is not None
+        try:
+            assert await ensure_topology(nc, Topology.from_settings(settings))
+        finally:
+            await nc.close()
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def service(kind: str, workdir: Path, url: str, **settings: str) -> Service:
+    """An edge or a producer reaching NATS at `url`, with `settings` under its prefix."""
+    prefix = kind.upper()
+    env = {f"{prefix}_{name}": value for name, value in settings.items()}
+    if kind == "edge":
+        env = edge_env(url, tls.ensure(workdir / "tls"), "127.0.0.1:0", **env)
+        return Service("edge", "streamer_edge", workdir / "edge.log", env)
+    return Service(
+        "producer", "streamer_producer", workdir / "producer.log", producer_env(url, **env)
+    )
+
+
+@pytest.mark.parametrize("kind", ["edge", "producer"])
+@pytest.mark.parametrize("cause", ["unreachable", "wrong password"])
+async def test_a_service_that_cannot_use_nats_at_start_waits_and_stops_on_sigterm(
+    tmp_path: Path, kind: str, cause: str
+) -> None:
+    server = NatsServer(tmp_path, config=PASSWORDS)
+    if cause == "unreachable":
+        url, login = f"nats://127.0.0.1:{closed_port()}", {}
+    else:
+        await asyncio.to_thread(server.start)
+        url, login = server.url, {"NATS_USER": "app", "NATS_PASSWORD": "wrong"}
+    waiting = service(kind, tmp_path, url, **login)
+    waiting.spawn()
+    try:
+        await wait_until(lambda: bool(log_events(waiting, "NATS connection error")), timeout=20)
+        await asyncio.sleep(3)  # six more attempts, every reconnect_time_wait (0.5 s)
+        waiting.signal(signal.SIGTERM)
+        assert waiting.popen is not None
+        code = await asyncio.to_thread(waiting.popen.wait, 10)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the {kind} did not stop within 10 s of SIGTERM")
+    finally:
+        waiting.kill()
+        await asyncio.to_thread(server.stop)
+
+    assert code == 0
+    errors = log_events(waiting, "NATS connection error")
+    expected = "Connect call failed" if cause == "unreachable" else "Authorization Violation"
+    assert expected in errors[0]
+    # Each error once, not once per attempt; a refused login also resets the connection.
+    assert len(errors) <= 2, errors
+
+
+@pytest.mark.parametrize("name", ["CREDS", "TLS_CA"])
+def test_a_nats_file_that_is_not_there_stops_start_up_clearly(tmp_path: Path, name: str) -> None:
+    missing = tmp_path / "absent"
+    env = producer_env("nats://127.0.0.1:4222", **{f"PRODUCER_NATS_{name}_FILE": str(missing)})
+    producer = Service("producer", "streamer_producer", tmp_path / "producer.log", env)
+    producer.spawn()
+    assert producer.popen is not None
+
+    code = producer.popen.wait(30)
+
+    assert code == 1
+    assert f"NATS_{name}_FILE '{missing}' is not a file" in producer.log.read_text()
