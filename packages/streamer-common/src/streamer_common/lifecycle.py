@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from opentelemetry.trace import Tracer
 
 from streamer_common.logs import setup_logging
-from streamer_common.settings import SettingsError
+from streamer_common.settings import NatsSettings, SettingsError, check_nats_files
 from streamer_common.topology import TopologyError
 from streamer_common.tracing import TracingError, setup_tracing, tracer_of
 
@@ -48,6 +48,8 @@ def run_service(
     """
     try:
         settings = load_settings()
+        if isinstance(settings, NatsSettings):
+            check_nats_files(settings)
         provider = setup_tracing(name)
     except (SettingsError, TracingError) as error:
         sys.exit(f"{name}: invalid settings: {error}")

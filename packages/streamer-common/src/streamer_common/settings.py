@@ -133,7 +133,13 @@ class NatsSettings:
             raise ValueError("LOG_FORMAT must be json or text")
         if self.retention <= 0 or self.duplicate_window <= 0:
             raise ValueError("RETENTION and DUPLICATE_WINDOW must be positive")
-        # nats-py would take a missing file for an outage and retry for ever.
-        for name, path in (("CREDS", self.nats_creds_file), ("TLS_CA", self.nats_tls_ca_file)):
-            if path and not os.path.isfile(path):
-                raise ValueError(f"NATS_{name}_FILE {path!r} is not a file")
+
+
+def check_nats_files(settings: NatsSettings) -> None:
+    """SettingsError if a NATS credentials or CA file is not there, as a service starts.
+
+    nats-py would take a missing file for an outage and retry for ever.
+    """
+    for name, path in (("CREDS", settings.nats_creds_file), ("TLS_CA", settings.nats_tls_ca_file)):
+        if path and not os.path.isfile(path):
+            raise SettingsError(f"NATS_{name}_FILE {path!r} is not a file")
