@@ -153,19 +153,29 @@ async def test_an_edge_fallen_silent_is_forgotten_after_eight_intervals(
 async def test_a_malformed_announcement_is_ignored(
     server: NatsServer, caplog: pytest.LogCaptureFixture
 ) -> None:
+    def ignored() -> list[str]:
+        message = "ignoring a malformed announcement"
+        return [r.subject for r in caplog.records if r.message == message]  # type: ignore[attr-defined]
+
     async with await nats.connect(server.url) as nc, watch(server) as readers:
         with caplog.at_level(logging.WARNING):
-            await send(nc, "no-interval", b"")
-            await send(nc, "short", b"1234567", {"Streamer-Interval": "0.1"})
-            await send(nc, "bad-interval", b"", {"Streamer-Interval": "0"})
+            # A valid one first: once it is heard, the watch surely receives what follows.
             await send(
                 nc, "fine", reader_key("x").to_bytes(8, "little"), {"Streamer-Interval": "1"}
             )
             await wait_until(lambda: readers.edges == 1, 2)
+            await send(nc, "no-interval", b"")
+            await send(nc, "short", b"1234567", {"Streamer-Interval": "0.1"})
+            await send(nc, "bad-interval", b"", {"Streamer-Interval": "0"})
+            await wait_until(lambda: len(ignored()) == 3, 2)
 
         assert readers.is_read(reader_key("x"))
-        ignored = [r for r in caplog.records if r.message == "ignoring a malformed announcement"]
-        assert len(ignored) == 3
+        assert readers.edges == 1
+        assert sorted(ignored()) == [
+            "streamer.readers.bad-interval",
+            "streamer.readers.no-interval",
+            "streamer.readers.short",
+        ]
 
 
 async def send(
