@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import os
 import re
+import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -208,3 +209,10 @@ def stream_writer(
     return cls(
         nc, "STREAMER_DATA", stream_id, Position(), 0, max_message_bytes=1 << 20, metrics=metrics
     )
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

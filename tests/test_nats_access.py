@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import subprocess
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from streamer_common.topology import Topology, ensure_topology
 from streamer_devstack import tls
 from streamer_devstack.processes import NatsServer, Service
 from streamer_devstack.stack import edge_env, producer_env
-from support import collect, log_events, new_id, request, wait_until
+from support import collect, free_port, log_events, new_id, request, wait_until
 
 # The chart's bundled NATS: every client must log in.
 PASSWORDS = "authorization { users [ { user: app, password: s3cret } ] }\n"
@@ -73,13 +72,6 @@ async def test_a_tls_url_connects_with_the_configured_ca(tmp_path: Path) -> None
         await asyncio.to_thread(server.stop)
 
 
-def closed_port() -> int:
-    """A loopback port nothing listens on."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def service(kind: str, workdir: Path, url: str, **settings: str) -> Service:
     """An edge or a producer reaching NATS at `url`, with `settings` under its prefix."""
     prefix = kind.upper()
@@ -99,7 +91,7 @@ async def test_a_service_that_cannot_use_nats_at_start_waits_and_stops_on_sigter
 ) -> None:
     server = NatsServer(tmp_path, config=PASSWORDS)
     if cause == "unreachable":
-        url, login = f"nats://127.0.0.1:{closed_port()}", {}
+        url, login = f"nats://127.0.0.1:{free_port()}", {}
     else:
         await asyncio.to_thread(server.start)
         url, login = server.url, {"NATS_USER": "app", "NATS_PASSWORD": "wrong"}

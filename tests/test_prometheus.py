@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import socket
 import time
 import urllib.error
 import urllib.parse
@@ -23,7 +22,7 @@ from conftest import StackFactory
 from promsupport import publish_gap, tool
 from streamer_devstack.processes import Process, StartError
 from streamer_devstack.stack import Stack
-from support import Result, calls_until_served, collect, new_id, request, wait_until
+from support import Result, calls_until_served, collect, free_port, new_id, request, wait_until
 
 CHART = Path(__file__).parents[1] / "deploy" / "helm" / "streamer"
 ALERTS = CHART / "files" / "alerts.yaml"
@@ -31,13 +30,6 @@ DASHBOARDS = sorted((CHART / "dashboards").glob("*.json"))
 SCRAPE_SECONDS = 1.0
 # Grafana's variables, as the dashboards would have them over the test's few seconds.
 VARIABLES = {"$namespace": ".*", "$__rate_interval": "30s", "$__range": "5m"}
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class Prometheus(Process):
