@@ -22,6 +22,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from bench.hist import Histogram
 from bench.payload import stamp
 from bench.procstat import own_usage
+from streamer_common.natsio import barrier
 from streamer_common.proto import stream_pb2, stream_pb2_grpc
 
 _STREAMS_PER_CHANNEL = 100
@@ -161,7 +162,7 @@ async def run_nats(args: argparse.Namespace, tallies: list[Tally], hist: Histogr
             await nc.subscribe(
                 f"{args.prefix}.*", cb=on_core, pending_msgs_limit=-1, pending_bytes_limit=-1
             )
-            await nc.flush()
+            await barrier(nc)
             print("ready", file=sys.stderr, flush=True)
             await asyncio.wait_for(finished.wait(), args.timeout)
         else:

@@ -14,6 +14,7 @@ from nats.js.errors import APIError
 
 from bench.payload import chunk, filler
 from bench.procstat import own_usage
+from streamer_common.natsio import barrier
 
 
 def parse_args() -> argparse.Namespace:
@@ -64,7 +65,7 @@ async def publish(args: argparse.Namespace) -> None:
 
     try:
         await asyncio.gather(*(one(index) for index in range(args.streams)))
-        await nc.flush()
+        await barrier(nc)
     finally:
         await nc.close()
     print(f"usage {json.dumps(own_usage(cpu_at_start))}", flush=True)

@@ -10,6 +10,7 @@ import nats
 import pytest
 from nats.aio.msg import Msg
 
+from streamer_common.natsio import barrier
 from streamer_common.proto import stream_pb2
 from streamer_devstack.stack import Stack
 from support import collect, new_id, request
@@ -40,7 +41,7 @@ async def nats_traffic(shared_stack: Stack) -> AsyncIterator[list[str]]:
         seen.append(msg.subject)
 
     await nc.subscribe(">", cb=record)
-    await nc.flush()
+    await barrier(nc)
     yield seen
     await nc.close()
 

@@ -14,6 +14,7 @@ from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 
 from streamer_common.interest import ANNOUNCEMENTS, INTERVAL_HEADER, decode_keys, reader_key
+from streamer_common.natsio import barrier
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class ReaderWatch:
     async def start(self) -> None:
         """Listen to every edge's announcements."""
         self._sub = await self._nc.subscribe(ANNOUNCEMENTS, cb=self._heard)
-        await self._nc.flush()
+        await barrier(self._nc)
 
     async def stop(self) -> None:
         """Stop listening (safe to call twice)."""
