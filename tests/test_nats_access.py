@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from conftest import StackFactory
+from natsjwt import operator_mode
 from streamer_common.natsio import connect
 from streamer_common.settings import NatsSettings
 from streamer_common.topology import Topology, ensure_topology
@@ -129,3 +131,72 @@ def test_a_nats_file_that_is_not_there_stops_start_up_clearly(tmp_path: Path, na
 
     assert code == 1
     assert f"NATS_{name}_FILE '{missing}' is not a file" in producer.log.read_text()
+
+
+def broken_creds(creds: Path, flaw: str) -> str:
+    """The text of the `.creds` file `creds` with `flaw`."""
+    text = creds.read_text()
+    jwt_block, seed_block = text.split("\n\n")
+    if flaw == "no JWT":
+        return seed_block
+    if flaw == "no seed":
+        return jwt_block + "\n"
+    seed = seed_block.splitlines()[1]
+    return text.replace(seed, seed[:20])  # too short to hold a key
+
+
+@pytest.fixture
+def operator_server(tmp_path: Path) -> Iterator[tuple[NatsServer, Path]]:
+    """An operator-mode nats-server, which asks every client to sign with its `.creds`."""
+    config, creds = operator_mode(tmp_path / "auth", {"disk_storage": -1, "consumer": -1})
+    server = NatsServer(tmp_path, config=config)
+    server.start()
+    try:
+        yield server, creds
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("flaw", ["no JWT", "no seed", "bad seed"])
+def test_a_creds_file_without_a_valid_jwt_and_seed_stops_start_up_clearly(
+    tmp_path: Path, operator_server: tuple[NatsServer, Path], flaw: str
+) -> None:
+    # nats-py reads on past the end of a file with no JWT for ever, deaf to SIGTERM, and
+    # fails with a TypeError on one with no valid seed.
+    server, creds = operator_server
+    broken = tmp_path / "broken.creds"
+    broken.write_text(broken_creds(creds, flaw))
+    producer = service("producer", tmp_path, server.url, NATS_CREDS_FILE=str(broken))
+    producer.spawn()
+    assert producer.popen is not None
+    try:
+        code = producer.popen.wait(30)
+    finally:
+        producer.stop(5)
+
+    assert code == 1
+    expected = {
+        "no JWT": "no user JWT",
+        "no seed": "no user nkey seed",
+        "bad seed": "its user nkey seed is not a valid seed",
+    }[flaw]
+    log = producer.log.read_text()
+    assert f"NATS_CREDS_FILE '{broken}' is not a NATS credentials file: {expected}" in log
+    assert "Traceback" not in log
+    seed = creds.read_text().split("\n\n")[1].splitlines()[1]
+    assert seed[:16] not in log, "the seed is a secret"
+
+
+async def test_a_connection_nats_py_gives_up_on_is_closed(
+    tmp_path: Path, operator_server: tuple[NatsServer, Path]
+) -> None:
+    server, creds = operator_server
+    broken = tmp_path / "broken.creds"
+    broken.write_text(broken_creds(creds, "no seed"))
+    settings = NatsSettings(nats_url=(server.url,), nats_creds_file=str(broken))
+
+    with pytest.raises(TypeError):  # nats-py's, for want of a seed
+        await connect(settings, "test", asyncio.Event())
+
+    # Closed now, not when nats-server's authentication timeout (2 s) cuts it off.
+    await wait_until(lambda: server.monitor("connz")["num_connections"] == 0, 1.0)

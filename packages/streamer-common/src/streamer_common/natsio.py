@@ -79,7 +79,10 @@ async def connect(
             await nc.close()
     if connecting.cancelled():
         return None
-    connecting.result()  # what nats-py does not retry: a credentials file it cannot use
+    error = connecting.exception()
+    if error is not None:  # what nats-py does not retry, such as a TLS setup it cannot use
+        await nc.close()
+        raise error
     return nc
 
 
