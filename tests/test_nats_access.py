@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
+import os
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -200,3 +203,144 @@ async def test_a_connection_nats_py_gives_up_on_is_closed(
 
     # Closed now, not when nats-server's authentication timeout (2 s) cuts it off.
     await wait_until(lambda: server.monitor("connz")["num_connections"] == 0, 1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class MutualTls:
+    """A nats-server's own certificate, and the CA its clients' certificates must come from."""
+
+    server: tls.KeyPair
+    clients: tls.KeyPair
+
+    @classmethod
+    def make(cls, directory: Path) -> MutualTls:
+        return cls(tls.self_signed(directory, stem="nats"), tls.authority(directory))
+
+    def config(self) -> str:
+        """nats-server configuration that takes TLS clients with a certificate only."""
+        return (
+            f'tls {{ cert_file: "{self.server.cert}", key_file: "{self.server.key}", '
+            f'ca_file: "{self.clients.cert}", verify: true }}\n'
+        )
+
+
+def peer_subjects(server: NatsServer) -> list[str]:
+    """The subject of the certificate each client connection presented."""
+    connections = server.monitor("connz?auth=true")["connections"]
+    return [c["tls_peer_certs"][0]["subject"] for c in connections]
+
+
+async def test_services_present_a_client_certificate_to_a_nats_server_that_asks(
+    make_stack: StackFactory, tmp_path: Path
+) -> None:
+    mtls = MutualTls.make(tmp_path / "nats-tls")
+    client = tls.client_pair(tmp_path / "nats-tls", mtls.clients)
+    files = {
+        "NATS_TLS_CA_FILE": str(mtls.server.cert),
+        "NATS_TLS_CERT_FILE": str(client.cert),
+        "NATS_TLS_KEY_FILE": str(client.key),
+    }
+    stack = make_stack(
+        nats_config=mtls.config(),
+        edge={f"EDGE_{name}": path for name, path in files.items()},
+        producer={f"PRODUCER_{name}": path for name, path in files.items()},
+    )
+
+    result = await collect(stack.target, stack.tls.cert, request(new_id(), count=3))
+
+    result.assert_complete(3)
+    subjects = peer_subjects(stack.nats)
+    assert len(subjects) >= 3  # the edge's connections and the producers'
+    assert set(subjects) == {"CN=client"}
+
+
+def install(pair: tls.KeyPair, directory: Path) -> None:
+    """Put `pair` in `directory` as tls.crt and tls.key, each swapped in whole (as the kubelet
+    swaps a Secret's files)."""
+    for source, name in ((pair.cert, "tls.crt"), (pair.key, "tls.key")):
+        staged = directory / f".{name}"
+        staged.write_bytes(source.read_bytes())
+        os.replace(staged, directory / name)
+
+
+@pytest.mark.parametrize("renewal", ["renewed", "a key of another certificate"])
+async def test_a_client_certificate_changed_on_disk_is_presented_from_the_next_reconnection(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, renewal: str
+) -> None:
+    mtls = MutualTls.make(tmp_path / "nats-tls")
+    live = tmp_path / "mounted"
+    live.mkdir()
+    install(tls.client_pair(tmp_path / "first", mtls.clients, stem="first"), live)
+    server = NatsServer(tmp_path, config=mtls.config())
+    await asyncio.to_thread(server.start)
+    settings = NatsSettings(
+        nats_url=(server.url,),
+        nats_tls_ca_file=str(mtls.server.cert),
+        nats_tls_cert_file=str(live / "tls.crt"),
+        nats_tls_key_file=str(live / "tls.key"),
+    )
+    reconnected = asyncio.Event()
+
+    async def on_reconnect() -> None:
+        reconnected.set()
+
+    nc = await connect(settings, "test", asyncio.Event(), on_reconnect=on_reconnect)
+    assert nc is not None
+    try:
+        assert peer_subjects(server) == ["CN=first"]
+        renewed = tls.client_pair(tmp_path / "renewed", mtls.clients, stem="renewed")
+        if renewal == "renewed":
+            install(renewed, live)
+        else:
+            other = tls.client_pair(tmp_path / "other", mtls.clients, stem="other")
+            install(tls.KeyPair(cert=renewed.cert, key=other.key), live)
+        await asyncio.sleep(1.1)  # the files are looked at once a second at most
+        with caplog.at_level(logging.INFO, logger="streamer_common.tlsfiles"):
+            await asyncio.to_thread(server.stop)
+            await asyncio.to_thread(server.start)  # same port: nats-py reconnects
+            await asyncio.wait_for(reconnected.wait(), 20)
+        subjects = peer_subjects(server)
+    finally:
+        await nc.close()
+        await asyncio.to_thread(server.stop)
+
+    messages = [record.message for record in caplog.records]
+    if renewal == "renewed":
+        assert subjects == ["CN=renewed"]
+        assert "reloaded the NATS TLS files" in messages
+    else:
+        assert subjects == ["CN=first"], "the files loaded before are kept"
+        assert "cannot load the changed NATS TLS files; using the ones loaded before" in messages
+
+
+@pytest.mark.parametrize("flaw", ["a CA that is no certificate", "a key of another", "no key"])
+def test_nats_tls_files_that_do_not_load_stop_start_up_clearly(tmp_path: Path, flaw: str) -> None:
+    mtls = MutualTls.make(tmp_path / "nats-tls")
+    client = tls.client_pair(tmp_path / "client", mtls.clients)
+    other = tls.client_pair(tmp_path / "other", mtls.clients)
+    files = {
+        "NATS_TLS_CA_FILE": str(mtls.server.cert),
+        "NATS_TLS_CERT_FILE": str(client.cert),
+        "NATS_TLS_KEY_FILE": str(client.key),
+    }
+    if flaw == "a CA that is no certificate":
+        files["NATS_TLS_CA_FILE"] = str(client.key)
+        expected = "NATS_TLS_CA_FILE holds no CA certificate"
+    elif flaw == "a key of another":
+        files["NATS_TLS_KEY_FILE"] = str(other.key)
+        expected = "NATS_TLS_CERT_FILE and NATS_TLS_KEY_FILE are not a certificate and its key"
+    else:
+        del files["NATS_TLS_KEY_FILE"]
+        expected = "NATS_TLS_CERT_FILE and NATS_TLS_KEY_FILE go together"
+    producer = service("producer", tmp_path, "nats://127.0.0.1:4222", **files)
+    producer.spawn()
+    assert producer.popen is not None
+    try:
+        code = producer.popen.wait(30)
+    finally:
+        producer.stop(5)
+
+    assert code == 1
+    log = producer.log.read_text()
+    assert expected in log
+    assert "Traceback" not in log

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -16,7 +15,7 @@ from nats.errors import Error as NatsError
 from nats.js.errors import NotFoundError
 
 from streamer_common import frames
-from streamer_common.settings import NatsSettings
+from streamer_common.settings import NatsSettings, tls_context
 from streamer_common.topology import data_subject
 
 logger = logging.getLogger(__name__)
@@ -40,8 +39,8 @@ def connect_options(settings: NatsSettings, name: str) -> dict[str, Any]:
     if settings.nats_user:
         options["user"] = settings.nats_user
         options["password"] = settings.nats_password
-    if settings.nats_tls_ca_file:
-        options["tls"] = ssl.create_default_context(cafile=settings.nats_tls_ca_file)
+    if settings.nats_tls_ca_file or settings.nats_tls_cert_file:
+        options["tls"] = tls_context(settings)
     return options
 
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import ssl
 import types
 import typing
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import nkeys
+
+from streamer_common.tlsfiles import ClientTls
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -102,6 +105,8 @@ class NatsSettings:
     nats_user: str = ""
     nats_password: str = ""
     nats_tls_ca_file: str = ""
+    nats_tls_cert_file: str = ""
+    nats_tls_key_file: str = ""
     data_stream: str = "STREAMER_DATA"
     jobs_stream: str = "STREAMER_JOBS"
     retention: Duration = Duration(3600)
@@ -135,18 +140,47 @@ class NatsSettings:
             raise ValueError("LOG_FORMAT must be json or text")
         if self.retention <= 0 or self.duplicate_window <= 0:
             raise ValueError("RETENTION and DUPLICATE_WINDOW must be positive")
+        if bool(self.nats_tls_cert_file) != bool(self.nats_tls_key_file):
+            raise ValueError("NATS_TLS_CERT_FILE and NATS_TLS_KEY_FILE go together")
 
 
 def check_nats_files(settings: NatsSettings) -> None:
-    """SettingsError if a NATS credentials or CA file is not there, as a service starts.
+    """SettingsError unless the NATS credentials and TLS files are there and load.
 
-    nats-py would take a missing file for an outage and retry for ever.
+    nats-py would take a missing file for an outage and retry for ever, and TLS files
+    that do not load for a traceback.
     """
-    for name, path in (("CREDS", settings.nats_creds_file), ("TLS_CA", settings.nats_tls_ca_file)):
+    files = {
+        "CREDS": settings.nats_creds_file,
+        "TLS_CA": settings.nats_tls_ca_file,
+        "TLS_CERT": settings.nats_tls_cert_file,
+        "TLS_KEY": settings.nats_tls_key_file,
+    }
+    for name, path in files.items():
         if path and not os.path.isfile(path):
             raise SettingsError(f"NATS_{name}_FILE {path!r} is not a file")
     if settings.nats_creds_file:
         _check_creds(settings.nats_creds_file)
+    trial = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        if settings.nats_tls_ca_file:
+            trial.load_verify_locations(cafile=settings.nats_tls_ca_file)
+    except ssl.SSLError as error:
+        raise SettingsError(f"NATS_TLS_CA_FILE holds no CA certificate: {error}") from None
+    try:
+        if settings.nats_tls_cert_file:
+            trial.load_cert_chain(settings.nats_tls_cert_file, settings.nats_tls_key_file)
+    except ssl.SSLError as error:
+        raise SettingsError(
+            f"NATS_TLS_CERT_FILE and NATS_TLS_KEY_FILE are not a certificate and its key: {error}"
+        ) from None
+
+
+def tls_context(settings: NatsSettings) -> ClientTls:
+    """The TLS context of NATS connections (the CA and, for mTLS, a client certificate)."""
+    return ClientTls(
+        settings.nats_tls_ca_file, settings.nats_tls_cert_file, settings.nats_tls_key_file
+    )
 
 
 def _check_creds(path: str) -> None:

@@ -82,6 +82,18 @@ def self_signed(directory: Path, stem: str = "app", hosts: tuple[str, ...] = HOS
     return _write(directory, stem, cert, key)
 
 
+def authority(directory: Path, stem: str = "ca") -> KeyPair:
+    """A CA that signs client certificates only (Go's TLS, nats-server's, wants its usage)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        _builder(f"{stem} authority", _name(f"{stem} authority"), key.public_key())
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return _write(directory, stem, cert, key)
+
+
 def client_pair(directory: Path, ca: KeyPair, stem: str = "client") -> KeyPair:
     """A client certificate signed by `ca`, for mutual TLS."""
     ca_key = serialization.load_pem_private_key(ca.key.read_bytes(), None)

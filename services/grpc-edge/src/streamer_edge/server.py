@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import ssl
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +13,11 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from streamer_common.proto import stream_pb2, stream_pb2_grpc
+from streamer_common.tlsfiles import ChangeWatch
 from streamer_edge.observe import ServerTelemetry
 from streamer_edge.settings import EdgeSettings
 
 logger = logging.getLogger(__name__)
-
-_RELOAD_CHECK = 1.0  # seconds between looks at the TLS files, at most
 
 SERVICE_NAME = stream_pb2.DESCRIPTOR.services_by_name["Streamer"].full_name
 SERVICES = (
@@ -45,9 +43,8 @@ class ReloadingCredentials:
         self._cert = Path(settings.tls_cert_file)
         self._key = Path(settings.tls_key_file)
         self._client_ca = Path(settings.tls_client_ca_file) if settings.tls_client_ca_file else None
-        self._paths = [path for path in (self._cert, self._key, self._client_ca) if path]
-        self._checked = time.monotonic()
-        self._loaded = self._fingerprint()
+        paths = [path for path in (self._cert, self._key, self._client_ca) if path]
+        self._watch = ChangeWatch([str(path) for path in paths])
         self._initial = self._configuration()
 
     def credentials(self) -> grpc.ServerCredentials:
@@ -57,10 +54,6 @@ class ReloadingCredentials:
             self._fetch,
             require_client_authentication=self._client_ca is not None,
         )
-
-    def _fingerprint(self) -> tuple[tuple[int, int, int], ...]:
-        stats = [path.stat() for path in self._paths]  # through the kubelet's symlinks
-        return tuple((stat.st_ino, stat.st_mtime_ns, stat.st_size) for stat in stats)
 
     def _configuration(self) -> Any:
         # The ssl module checks what gRPC would only find at the next handshake.
@@ -72,15 +65,9 @@ class ReloadingCredentials:
 
     def _fetch(self) -> Any:
         """gRPC's question before a handshake: None keeps the configuration in use."""
-        now = time.monotonic()
-        if now - self._checked < _RELOAD_CHECK:
-            return None
-        self._checked = now
         try:
-            seen = self._fingerprint()
-            if seen == self._loaded:
+            if not self._watch.changed():
                 return None
-            self._loaded = seen
             configuration = self._configuration()
         except (OSError, ssl.SSLError, ValueError) as error:
             logger.warning(
