@@ -83,6 +83,28 @@ def test_external_nats_credentials_reach_both_services() -> None:
     assert not [d for d in docs if d["kind"] == "StatefulSet"]
 
 
+def test_external_nats_tls_files_reach_both_services() -> None:
+    docs = render_variant("external-nats")
+    expected = {
+        "NATS_TLS_CA_FILE": ("nats-ca", "ca.crt"),
+        "NATS_TLS_CERT_FILE": ("streamer-nats-tls", "tls.crt"),
+        "NATS_TLS_KEY_FILE": ("streamer-nats-tls", "tls.key"),
+    }
+    for deployment, prefix in ((EDGE, "EDGE"), (PRODUCER, "PRODUCER")):
+        spec = pod_spec(find(docs, "Deployment", deployment))
+        env = env_of(spec["containers"][0])
+        for name, (secret, key) in expected.items():
+            path = env[f"{prefix}_{name}"]
+            mount = next(
+                m for m in spec["containers"][0]["volumeMounts"] if path.startswith(m["mountPath"])
+            )
+            assert mount["readOnly"]
+            volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+            assert volume["secret"]["secretName"] == secret
+            assert {"key": key, "path": key} in volume["secret"]["items"]
+            assert path == f"{mount['mountPath']}/{key}"
+
+
 def test_otel_settings_when_enabled_and_sdk_disabled_otherwise() -> None:
     traced = env(render_variant("observability"), PRODUCER)
     assert traced["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector.observability.svc:4317"

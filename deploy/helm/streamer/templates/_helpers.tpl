@@ -201,6 +201,12 @@ Env both services read under their own prefix; call with (dict "ctx" $ "prefix" 
 - name: {{ $prefix }}_NATS_TLS_CA_FILE
   value: /etc/streamer/nats-ca/ca.crt
 {{- end }}
+{{- if .tlsClientSecret }}
+- name: {{ $prefix }}_NATS_TLS_CERT_FILE
+  value: /etc/streamer/nats-client/tls.crt
+- name: {{ $prefix }}_NATS_TLS_KEY_FILE
+  value: /etc/streamer/nats-client/tls.key
+{{- end }}
 {{- end }}
 {{- end }}
 {{- include "streamer.settingsEnv" (dict "prefix" $prefix "settings" $shared) }}
@@ -260,6 +266,17 @@ Env both services read under their own prefix; call with (dict "ctx" $ "prefix" 
       - key: ca.crt
         path: ca.crt
 {{- end }}
+{{- if .tlsClientSecret }}
+- name: nats-client
+  secret:
+    secretName: {{ .tlsClientSecret }}
+    defaultMode: 0440
+    items:
+      - key: tls.crt
+        path: tls.crt
+      - key: tls.key
+        path: tls.key
+{{- end }}
 {{- end }}
 {{- end }}
 {{- end }}
@@ -274,6 +291,11 @@ Env both services read under their own prefix; call with (dict "ctx" $ "prefix" 
 {{- if .Values.nats.external.tlsCASecret }}
 - name: nats-ca
   mountPath: /etc/streamer/nats-ca
+  readOnly: true
+{{- end }}
+{{- if .Values.nats.external.tlsClientSecret }}
+- name: nats-client
+  mountPath: /etc/streamer/nats-client
   readOnly: true
 {{- end }}
 {{- end }}
