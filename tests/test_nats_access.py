@@ -127,13 +127,22 @@ def test_a_nats_file_that_is_not_there_stops_start_up_clearly(tmp_path: Path, na
     missing = tmp_path / "absent"
     env = producer_env("nats://127.0.0.1:4222", **{f"PRODUCER_NATS_{name}_FILE": str(missing)})
     producer = Service("producer", "streamer_producer", tmp_path / "producer.log", env)
+
+    assert f"NATS_{name}_FILE '{missing}' is not a file" in refused_start_up(producer)
+
+
+def refused_start_up(producer: Service) -> str:
+    """The log of `producer`, run until it exits, which it must do at once with code 1."""
     producer.spawn()
     assert producer.popen is not None
-
-    code = producer.popen.wait(30)
-
-    assert code == 1
-    assert f"NATS_{name}_FILE '{missing}' is not a file" in producer.log.read_text()
+    try:
+        code = producer.popen.wait(30)
+    finally:
+        producer.stop(5)
+    log = producer.log.read_text()
+    assert code == 1, log
+    assert "Traceback" not in log
+    return log
 
 
 def broken_creds(creds: Path, flaw: str) -> str:
@@ -170,22 +179,15 @@ def test_a_creds_file_without_a_valid_jwt_and_seed_stops_start_up_clearly(
     broken = tmp_path / "broken.creds"
     broken.write_text(broken_creds(creds, flaw))
     producer = service("producer", tmp_path, server.url, NATS_CREDS_FILE=str(broken))
-    producer.spawn()
-    assert producer.popen is not None
-    try:
-        code = producer.popen.wait(30)
-    finally:
-        producer.stop(5)
 
-    assert code == 1
+    log = refused_start_up(producer)
+
     expected = {
         "no JWT": "no user JWT",
         "no seed": "no user nkey seed",
         "bad seed": "its user nkey seed is not a valid seed",
     }[flaw]
-    log = producer.log.read_text()
     assert f"NATS_CREDS_FILE '{broken}' is not a NATS credentials file: {expected}" in log
-    assert "Traceback" not in log
     seed = creds.read_text().split("\n\n")[1].splitlines()[1]
     assert seed[:16] not in log, "the seed is a secret"
 
@@ -333,14 +335,5 @@ def test_nats_tls_files_that_do_not_load_stop_start_up_clearly(tmp_path: Path, f
         del files["NATS_TLS_KEY_FILE"]
         expected = "NATS_TLS_CERT_FILE and NATS_TLS_KEY_FILE go together"
     producer = service("producer", tmp_path, "nats://127.0.0.1:4222", **files)
-    producer.spawn()
-    assert producer.popen is not None
-    try:
-        code = producer.popen.wait(30)
-    finally:
-        producer.stop(5)
 
-    assert code == 1
-    log = producer.log.read_text()
-    assert expected in log
-    assert "Traceback" not in log
+    assert expected in refused_start_up(producer)
