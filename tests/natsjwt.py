@@ -1,4 +1,4 @@
-"""A nats-server in operator mode: an operator, one account with JetStream limits, one user.
+"""A nats-server in operator mode: an operator, one account with JetStream limits, its users.
 
 This is how managed NATS services (and `nsc`-run clusters) give out access: the server
 trusts an operator's key, accounts are JWTs the operator signs, and a client connects with
@@ -48,15 +48,17 @@ def _jwt(signer: nkeys.KeyPair, subject: nkeys.KeyPair, name: str, nats: dict[st
     return body + "." + _b64(signer.sign(body.encode()))
 
 
-def operator_mode(workdir: Path, jetstream: dict[str, Any]) -> tuple[str, Path]:
-    """Server configuration text, and the path of the one user's `.creds` file.
+def operator_mode(
+    workdir: Path, jetstream: dict[str, Any], users: tuple[str, ...] = ("app",)
+) -> tuple[str, Path]:
+    """Server configuration text, and the path of the first user's `.creds` file.
 
-    `jetstream` is the account's JetStream limits as the account JWT spells them, such as
+    Each of `users` gets `<user>.creds` in `workdir`. `jetstream` is the account's
+    JetStream limits as the account JWT spells them, such as
     `{"tiered_limits": {"R1": {"disk_storage": -1, "consumer": 600, ...}}}`.
     """
     operator = _key(nkeys.PREFIX_BYTE_OPERATOR)
     account = _key(nkeys.PREFIX_BYTE_ACCOUNT)
-    user = _key(nkeys.PREFIX_BYTE_USER)
     account_jwt = _jwt(
         operator,
         account,
@@ -65,22 +67,23 @@ def operator_mode(workdir: Path, jetstream: dict[str, Any]) -> tuple[str, Path]:
     )
     system = _key(nkeys.PREFIX_BYTE_ACCOUNT)  # JetStream needs one
     system_jwt = _jwt(operator, system, "SYS", {"type": "account", "limits": _UNLIMITED})
-    user_jwt = _jwt(
-        account,
-        user,
-        "app",
-        {"type": "user", "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1},
-    )
     workdir.mkdir(parents=True, exist_ok=True)
-    creds = workdir / "app.creds"
-    creds.write_text(
-        "-----BEGIN NATS USER JWT-----\n"
-        f"{user_jwt}\n"
-        "------END NATS USER JWT------\n\n"
-        "-----BEGIN USER NKEY SEED-----\n"
-        f"{bytes(user.seed).decode()}\n"
-        "------END USER NKEY SEED------\n"
-    )
+    for name in users:
+        user = _key(nkeys.PREFIX_BYTE_USER)
+        user_jwt = _jwt(
+            account,
+            user,
+            name,
+            {"type": "user", "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1},
+        )
+        (workdir / f"{name}.creds").write_text(
+            "-----BEGIN NATS USER JWT-----\n"
+            f"{user_jwt}\n"
+            "------END NATS USER JWT------\n\n"
+            "-----BEGIN USER NKEY SEED-----\n"
+            f"{bytes(user.seed).decode()}\n"
+            "------END USER NKEY SEED------\n"
+        )
     config = (
         f"operator: {_jwt(operator, operator, 'OP', {'type': 'operator'})}\n"
         f"system_account: {_public(system)}\n"
@@ -90,4 +93,4 @@ def operator_mode(workdir: Path, jetstream: dict[str, Any]) -> tuple[str, Path]:
         f"  {_public(account)}: {account_jwt}\n"
         "}\n"
     )
-    return config, creds
+    return config, workdir / f"{users[0]}.creds"

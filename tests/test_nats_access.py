@@ -160,7 +160,8 @@ def broken_creds(creds: Path, flaw: str) -> str:
 @pytest.fixture
 def operator_server(tmp_path: Path) -> Iterator[tuple[NatsServer, Path]]:
     """An operator-mode nats-server, which asks every client to sign with its `.creds`."""
-    config, creds = operator_mode(tmp_path / "auth", {"disk_storage": -1, "consumer": -1})
+    limits = {"disk_storage": -1, "consumer": -1}
+    config, creds = operator_mode(tmp_path / "auth", limits, users=("app", "renewed"))
     server = NatsServer(tmp_path, config=config)
     server.start()
     try:
@@ -192,19 +193,56 @@ def test_a_creds_file_without_a_valid_jwt_and_seed_stops_start_up_clearly(
     assert seed[:16] not in log, "the seed is a secret"
 
 
-async def test_a_connection_nats_py_gives_up_on_is_closed(
-    tmp_path: Path, operator_server: tuple[NatsServer, Path]
+def user_jwt(creds: Path | str) -> str:
+    """The user JWT in `.creds` file text, or in the file at `creds`."""
+    text = creds.read_text() if isinstance(creds, Path) else creds
+    return text.splitlines()[1]
+
+
+@pytest.mark.parametrize("change", ["renewed", "no JWT"])
+async def test_a_creds_file_changed_on_disk_is_used_from_the_next_reconnection(
+    tmp_path: Path,
+    operator_server: tuple[NatsServer, Path],
+    caplog: pytest.LogCaptureFixture,
+    change: str,
 ) -> None:
+    # nats-py, reading the file itself at each reconnection, would hang on the one with no JWT.
     server, creds = operator_server
-    broken = tmp_path / "broken.creds"
-    broken.write_text(broken_creds(creds, "no seed"))
-    settings = NatsSettings(nats_url=(server.url,), nats_creds_file=str(broken))
+    mounted = tmp_path / "mounted.creds"
+    mounted.write_text(creds.read_text())
+    settings = NatsSettings(nats_url=(server.url,), nats_creds_file=str(mounted))
+    reconnected = asyncio.Event()
 
-    with pytest.raises(TypeError):  # nats-py's, for want of a seed
-        await connect(settings, "test", asyncio.Event())
+    async def on_reconnect() -> None:
+        reconnected.set()
 
-    # Closed now, not when nats-server's authentication timeout (2 s) cuts it off.
-    await wait_until(lambda: server.monitor("connz")["num_connections"] == 0, 1.0)
+    nc = await connect(settings, "test", asyncio.Event(), on_reconnect=on_reconnect)
+    assert nc is not None
+    try:
+        assert [c["jwt"] for c in server.monitor("connz?auth=true")["connections"]] == [
+            user_jwt(creds)
+        ]
+        renewed = creds.with_name("renewed.creds").read_text()
+        staged = tmp_path / ".staged"
+        staged.write_text(renewed if change == "renewed" else broken_creds(creds, "no JWT"))
+        os.replace(staged, mounted)
+        await asyncio.sleep(1.1)  # the file is looked at once a second at most
+        with caplog.at_level(logging.INFO, logger="streamer_common.natsauth"):
+            await asyncio.to_thread(server.stop)
+            await asyncio.to_thread(server.start)  # same port: nats-py reconnects
+            await asyncio.wait_for(reconnected.wait(), 20)
+        presented = [c["jwt"] for c in server.monitor("connz?auth=true")["connections"]]
+    finally:
+        await nc.close()
+
+    messages = [record.message for record in caplog.records]
+    if change == "renewed":
+        assert presented == [user_jwt(renewed)]
+        assert "reloaded the NATS credentials file" in messages
+    else:
+        assert presented == [user_jwt(creds)], "the credentials loaded before are kept"
+        warning = "cannot load the changed NATS credentials file; using the one loaded before"
+        assert warning in messages
 
 
 @dataclasses.dataclass(frozen=True)
@@ -297,7 +335,7 @@ async def test_a_client_certificate_changed_on_disk_is_presented_from_the_next_r
             other = tls.client_pair(tmp_path / "other", mtls.clients, stem="other")
             install(tls.KeyPair(cert=renewed.cert, key=other.key), live)
         await asyncio.sleep(1.1)  # the files are looked at once a second at most
-        with caplog.at_level(logging.INFO, logger="streamer_common.tlsfiles"):
+        with caplog.at_level(logging.INFO, logger="streamer_common.natsauth"):
             await asyncio.to_thread(server.stop)
             await asyncio.to_thread(server.start)  # same port: nats-py reconnects
             await asyncio.wait_for(reconnected.wait(), 20)

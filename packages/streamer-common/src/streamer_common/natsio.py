@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -15,7 +16,8 @@ from nats.errors import Error as NatsError
 from nats.js.errors import NotFoundError
 
 from streamer_common import frames
-from streamer_common.settings import NatsSettings, tls_context
+from streamer_common.natsauth import ClientTls, Credentials
+from streamer_common.settings import NatsSettings
 from streamer_common.topology import data_subject
 
 logger = logging.getLogger(__name__)
@@ -34,14 +36,32 @@ def connect_options(settings: NatsSettings, name: str) -> dict[str, Any]:
         "ping_interval": 5,
         "max_outstanding_pings": 2,
     }
-    if settings.nats_creds_file:
-        options["user_credentials"] = settings.nats_creds_file
+    credentials, tls = _files(settings)
+    if credentials is not None:
+        options["signature_cb"] = credentials.sign
+        options["user_jwt_cb"] = credentials.jwt
     if settings.nats_user:
         options["user"] = settings.nats_user
         options["password"] = settings.nats_password
-    if settings.nats_tls_ca_file or settings.nats_tls_cert_file:
-        options["tls"] = tls_context(settings)
+    if tls is not None:
+        options["tls"] = tls
     return options
+
+
+@functools.cache
+def _files(settings: NatsSettings) -> tuple[Credentials | None, ClientTls | None]:
+    """The credentials and TLS files, loaded once and shared by every connection.
+
+    Each is read again when it changes, so a connection made later (the edge's readers
+    connect as calls need them) gets what loaded last, even while the files are broken.
+    """
+    credentials = Credentials(settings.nats_creds_file) if settings.nats_creds_file else None
+    tls = None
+    if settings.nats_tls_ca_file or settings.nats_tls_cert_file:
+        tls = ClientTls(
+            settings.nats_tls_ca_file, settings.nats_tls_cert_file, settings.nats_tls_key_file
+        )
+    return credentials, tls
 
 
 async def connect(

@@ -11,9 +11,7 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-import nkeys
-
-from streamer_common.tlsfiles import ClientTls
+from streamer_common.natsauth import read_creds
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -160,7 +158,17 @@ def check_nats_files(settings: NatsSettings) -> None:
         if path and not os.path.isfile(path):
             raise SettingsError(f"NATS_{name}_FILE {path!r} is not a file")
     if settings.nats_creds_file:
-        _check_creds(settings.nats_creds_file)
+        try:
+            read_creds(settings.nats_creds_file)
+        except OSError as error:
+            raise SettingsError(
+                f"NATS_CREDS_FILE {settings.nats_creds_file!r} cannot be read: {error.strerror}"
+            ) from None
+        except ValueError as error:
+            raise SettingsError(
+                f"NATS_CREDS_FILE {settings.nats_creds_file!r} is not a NATS credentials file: "
+                f"{error}"
+            ) from None
     trial = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     try:
         if settings.nats_tls_ca_file:
@@ -174,41 +182,3 @@ def check_nats_files(settings: NatsSettings) -> None:
         raise SettingsError(
             f"NATS_TLS_CERT_FILE and NATS_TLS_KEY_FILE are not a certificate and its key: {error}"
         ) from None
-
-
-def tls_context(settings: NatsSettings) -> ClientTls:
-    """The TLS context of NATS connections (the CA and, for mTLS, a client certificate)."""
-    return ClientTls(
-        settings.nats_tls_ca_file, settings.nats_tls_cert_file, settings.nats_tls_key_file
-    )
-
-
-def _check_creds(path: str) -> None:
-    """SettingsError unless `path` holds a user JWT and a valid user nkey seed.
-
-    nats-py reads the file only when a server asks for a signature, and then fails badly:
-    with no JWT in it, it reads on past the end for ever (the service hangs, deaf to
-    SIGTERM); with no valid seed, a TypeError. The seed is never put in a message.
-    """
-    try:
-        with open(path, "rb") as file:
-            lines = [line.strip() for line in file]
-    except OSError as error:
-        raise SettingsError(f"NATS_CREDS_FILE {path!r} cannot be read: {error.strerror}") from None
-    found: dict[bytes, bytes] = {}
-    for marker in (b"BEGIN NATS USER JWT", b"BEGIN USER NKEY SEED"):
-        at = next((i for i, line in enumerate(lines) if marker in line), None)
-        if at is not None and at + 1 < len(lines) and lines[at + 1]:
-            found[marker] = lines[at + 1]
-    problem = ""
-    if b"BEGIN NATS USER JWT" not in found:
-        problem = "no user JWT (after -----BEGIN NATS USER JWT-----)"
-    elif b"BEGIN USER NKEY SEED" not in found:
-        problem = "no user nkey seed (after -----BEGIN USER NKEY SEED-----)"
-    else:
-        try:
-            nkeys.from_seed(bytearray(found[b"BEGIN USER NKEY SEED"])).wipe()
-        except (nkeys.NkeysError, ValueError):  # ValueError: binascii's, from base32
-            problem = "its user nkey seed is not a valid seed"
-    if problem:
-        raise SettingsError(f"NATS_CREDS_FILE {path!r} is not a NATS credentials file: {problem}")

@@ -12,8 +12,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
+from streamer_common.files import ChangeWatch
 from streamer_common.proto import stream_pb2, stream_pb2_grpc
-from streamer_common.tlsfiles import ChangeWatch
 from streamer_edge.observe import ServerTelemetry
 from streamer_edge.settings import EdgeSettings
 
