@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from nats.aio.client import Client
 
 from conftest import StackFactory
 from natsjwt import operator_mode
@@ -199,6 +200,26 @@ def user_jwt(creds: Path | str) -> str:
     return text.splitlines()[1]
 
 
+async def connect_noting_reconnection(settings: NatsSettings) -> tuple[Client, asyncio.Event]:
+    """A connection made as the services make theirs, and an event set once it reconnects."""
+    reconnected = asyncio.Event()
+
+    async def on_reconnect() -> None:
+        reconnected.set()
+
+    nc = await connect(settings, "test", asyncio.Event(), on_reconnect=on_reconnect)
+    assert nc is not None
+    return nc, reconnected
+
+
+async def restart_for_reconnection(server: NatsServer, reconnected: asyncio.Event) -> None:
+    """Restart `server` on its port, a second after files changed, until nats-py is back."""
+    await asyncio.sleep(1.1)  # the files are looked at once a second at most
+    await asyncio.to_thread(server.stop)
+    await asyncio.to_thread(server.start)
+    await asyncio.wait_for(reconnected.wait(), 20)
+
+
 @pytest.mark.parametrize("change", ["renewed", "no JWT"])
 async def test_a_creds_file_changed_on_disk_is_used_from_the_next_reconnection(
     tmp_path: Path,
@@ -211,13 +232,7 @@ async def test_a_creds_file_changed_on_disk_is_used_from_the_next_reconnection(
     mounted = tmp_path / "mounted.creds"
     mounted.write_text(creds.read_text())
     settings = NatsSettings(nats_url=(server.url,), nats_creds_file=str(mounted))
-    reconnected = asyncio.Event()
-
-    async def on_reconnect() -> None:
-        reconnected.set()
-
-    nc = await connect(settings, "test", asyncio.Event(), on_reconnect=on_reconnect)
-    assert nc is not None
+    nc, reconnected = await connect_noting_reconnection(settings)
     try:
         assert [c["jwt"] for c in server.monitor("connz?auth=true")["connections"]] == [
             user_jwt(creds)
@@ -226,11 +241,8 @@ async def test_a_creds_file_changed_on_disk_is_used_from_the_next_reconnection(
         staged = tmp_path / ".staged"
         staged.write_text(renewed if change == "renewed" else broken_creds(creds, "no JWT"))
         os.replace(staged, mounted)
-        await asyncio.sleep(1.1)  # the file is looked at once a second at most
         with caplog.at_level(logging.INFO, logger="streamer_common.natsauth"):
-            await asyncio.to_thread(server.stop)
-            await asyncio.to_thread(server.start)  # same port: nats-py reconnects
-            await asyncio.wait_for(reconnected.wait(), 20)
+            await restart_for_reconnection(server, reconnected)
         presented = [c["jwt"] for c in server.monitor("connz?auth=true")["connections"]]
     finally:
         await nc.close()
@@ -319,13 +331,7 @@ async def test_a_client_certificate_changed_on_disk_is_presented_from_the_next_r
         nats_tls_cert_file=str(live / "tls.crt"),
         nats_tls_key_file=str(live / "tls.key"),
     )
-    reconnected = asyncio.Event()
-
-    async def on_reconnect() -> None:
-        reconnected.set()
-
-    nc = await connect(settings, "test", asyncio.Event(), on_reconnect=on_reconnect)
-    assert nc is not None
+    nc, reconnected = await connect_noting_reconnection(settings)
     try:
         assert peer_subjects(server) == ["CN=first"]
         renewed = tls.client_pair(tmp_path / "renewed", mtls.clients, stem="renewed")
@@ -334,11 +340,8 @@ async def test_a_client_certificate_changed_on_disk_is_presented_from_the_next_r
         else:
             other = tls.client_pair(tmp_path / "other", mtls.clients, stem="other")
             install(tls.KeyPair(cert=renewed.cert, key=other.key), live)
-        await asyncio.sleep(1.1)  # the files are looked at once a second at most
         with caplog.at_level(logging.INFO, logger="streamer_common.natsauth"):
-            await asyncio.to_thread(server.stop)
-            await asyncio.to_thread(server.start)  # same port: nats-py reconnects
-            await asyncio.wait_for(reconnected.wait(), 20)
+            await restart_for_reconnection(server, reconnected)
         subjects = peer_subjects(server)
     finally:
         await nc.close()
