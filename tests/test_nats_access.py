@@ -378,3 +378,28 @@ def test_nats_tls_files_that_do_not_load_stop_start_up_clearly(tmp_path: Path, f
     producer = service("producer", tmp_path, "nats://127.0.0.1:4222", **files)
 
     assert expected in refused_start_up(producer)
+
+
+async def test_services_stopped_while_nats_is_down_close_and_exit_cleanly(
+    make_stack: StackFactory,
+) -> None:
+    # nats-py's drain raises once NATS is gone: both services exited 1 with a traceback.
+    stack = make_stack(producers=1)
+    assert stack.edge is not None
+    services = [stack.edge, *stack.producers]
+    result = await collect(stack.target, stack.tls.cert, request(new_id(), count=2))
+    result.assert_complete(2)
+
+    stack.nats.kill()
+    for service in services:
+        await wait_until(lambda s=service: bool(log_events(s, "NATS connection error")), 10)
+    codes = []
+    for service in services:
+        service.signal(signal.SIGTERM)
+        assert service.popen is not None
+        codes.append(await asyncio.to_thread(service.popen.wait, 30))
+
+    assert codes == [0, 0]
+    for service in services:
+        assert log_events(service, "cannot drain the NATS connection; closing it")
+        assert "Traceback" not in service.log.read_text()

@@ -106,6 +106,26 @@ async def connect(
     return nc
 
 
+async def drain(nc: Client) -> None:
+    """Drain `nc` as a service stops, or close it if NATS is not there to drain to.
+
+    nats-py's `drain()` raises when NATS is down (an outage, a node lost with it), which
+    made a service stopped then exit 1 with a traceback. Nothing is lost by closing: what
+    was not acknowledged is delivered again, to another service or after the outage.
+    """
+    if nc.is_connected:
+        try:
+            await nc.drain()
+            return
+        except (NatsError, OSError) as error:
+            reason = repr(error)
+    else:
+        reason = "not connected"
+    logger.warning("cannot drain the NATS connection; closing it", extra={"error": reason})
+    with contextlib.suppress(OSError):  # nats-py flushes its buffer to a socket maybe gone
+        await nc.close()
+
+
 async def barrier(nc: Client, timeout: float = 5.0) -> None:
     """Return once nats-server has processed every command sent on `nc` before this call.
 

@@ -13,7 +13,7 @@ from opentelemetry import trace
 from streamer_common.httpserve import OpsServer
 from streamer_common.lifecycle import run_service, shutdown_event
 from streamer_common.metrics import EdgeMetrics, QueueMetrics, new_registry
-from streamer_common.natsio import connect
+from streamer_common.natsio import connect, drain
 from streamer_common.topology import Topology, TopologyKeeper, ensure_topology
 from streamer_edge.interest import Interest
 from streamer_edge.memory import check_memory_limit
@@ -97,7 +97,7 @@ async def serve(settings: EdgeSettings, tracer: trace.Tracer) -> None:
         logger.info("edge ready", extra=ports)
         await stop.wait()
         await shutdown(settings, servicer, health)
-        await nc.drain()
+        await drain(nc)
 
 
 async def shutdown(

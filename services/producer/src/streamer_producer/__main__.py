@@ -13,7 +13,7 @@ from opentelemetry import trace
 from streamer_common.httpserve import OpsServer
 from streamer_common.lifecycle import run_service, shutdown_event
 from streamer_common.metrics import ProducerMetrics, QueueMetrics, new_registry
-from streamer_common.natsio import connect
+from streamer_common.natsio import connect, drain
 from streamer_common.topology import (
     JOBS_CONSUMER,
     Topology,
@@ -77,7 +77,7 @@ async def serve(settings: ProducerSettings, tracer: trace.Tracer) -> None:
         metrics.edges_heard.set_function(lambda: readers.edges)
         telemetry = JobTelemetry(metrics, tracer, registry)
         await Worker(nc, settings, registry, telemetry, readers, keeper).run(stop)
-        await nc.drain()
+        await drain(nc)
 
 
 async def ensure_jobs_consumer(js: JetStreamContext, settings: ProducerSettings) -> bool:
