@@ -1,4 +1,5 @@
-"""How the services reach NATS: a user and password, TLS, and a server they cannot use."""
+"""How the services reach NATS: passwords, `.creds` files, TLS and client certificates (read
+again when they change), a server they cannot use, and a server gone as they stop."""
 
 from __future__ import annotations
 
