@@ -404,3 +404,38 @@ async def test_services_stopped_while_nats_is_down_close_and_exit_cleanly(
     for service in services:
         assert log_events(service, "cannot drain the NATS connection; closing it")
         assert "Traceback" not in service.log.read_text()
+
+
+@pytest.mark.parametrize("asks_for_tls", ["a tls:// URL", "a CA file"])
+async def test_a_service_that_asks_for_tls_logs_in_to_no_server_without_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, asks_for_tls: str
+) -> None:
+    # nats-py upgrades only when the server asks, so it sent this password in plaintext.
+    server = NatsServer(tmp_path, config=PASSWORDS)
+    await asyncio.to_thread(server.start)
+    if asks_for_tls == "a tls:// URL":
+        url, ca = server.url.replace("nats://", "tls://"), ""
+    else:
+        url, ca = server.url, str(tls.self_signed(tmp_path / "tls", stem="nats").cert)
+    settings = NatsSettings(
+        nats_url=(url,), nats_user="app", nats_password="s3cret", nats_tls_ca_file=ca
+    )
+    stop = asyncio.Event()
+    try:
+        with caplog.at_level(logging.WARNING, logger="streamer_common.natsio"):
+            connecting = asyncio.ensure_future(connect(settings, "test", stop))
+            await wait_until(lambda: len(caplog.records) > 0, 10)
+            await asyncio.sleep(1)  # two more attempts
+            logged_in = [
+                c
+                for c in server.monitor("connz?auth=true")["connections"]
+                if "authorized_user" in c
+            ]
+            stop.set()
+            assert await asyncio.wait_for(connecting, 10) is None
+    finally:
+        await asyncio.to_thread(server.stop)
+
+    assert logged_in == []
+    assert caplog.records[0].message == "NATS connection error"
+    assert "SSL" in caplog.records[0].error  # type: ignore[attr-defined]

@@ -64,6 +64,26 @@ def _files(settings: NatsSettings) -> tuple[Credentials | None, ClientTls | None
     return credentials, tls
 
 
+def _wants_tls(settings: NatsSettings) -> bool:
+    """A `tls://` URL or a TLS file asks for TLS, as nats.go takes them."""
+    tls_file = settings.nats_tls_ca_file or settings.nats_tls_cert_file
+    return bool(tls_file) or any(url.startswith("tls://") for url in settings.nats_url)
+
+
+class _TlsOnlyClient(Client):
+    """A client that speaks TLS or not at all.
+
+    nats-py 2.16 upgrades to TLS only when the server's INFO asks for it: a server without
+    TLS, or anything posing as one, even at a `tls://` URL, got the password or the signed
+    challenge in plaintext. Every INFO is taken as asking for TLS, so the handshake with
+    such a server fails (logged, and retried as for an outage) before anything is sent.
+    """
+
+    async def _process_info(self, info: dict[str, Any], initial_connection: bool = False) -> None:
+        info["tls_required"] = True
+        await super()._process_info(info, initial_connection)
+
+
 async def connect(
     settings: NatsSettings,
     name: str,
@@ -78,7 +98,7 @@ async def connect(
     that cannot reach NATS at start (down, unreachable, refusing its credentials) still
     exits at once on SIGTERM. A caller that gives up (a timeout) closes the half-made client.
     """
-    nc = Client()
+    nc = _TlsOnlyClient() if _wants_tls(settings) else Client()
     connecting = asyncio.ensure_future(
         nc.connect(
             **connect_options(settings, name),
