@@ -42,9 +42,10 @@ async def test_services_log_in_with_a_user_and_password(make_stack: StackFactory
     result.assert_complete(3)
 
 
-def tls_config(pair: tls.KeyPair) -> str:
+def tls_config(pair: tls.KeyPair, handshake_first: bool = False) -> str:
     """nats-server configuration that takes TLS clients only, with `pair`."""
-    return f'tls {{ cert_file: "{pair.cert}", key_file: "{pair.key}" }}\n'
+    first = ", handshake_first: true" if handshake_first else ""
+    return f'tls {{ cert_file: "{pair.cert}", key_file: "{pair.key}"{first} }}\n'
 
 
 async def test_services_reach_a_nats_server_that_requires_tls(
@@ -55,6 +56,23 @@ async def test_services_reach_a_nats_server_that_requires_tls(
         nats_config=tls_config(pair),
         edge={"EDGE_NATS_TLS_CA_FILE": str(pair.cert)},
         producer={"PRODUCER_NATS_TLS_CA_FILE": str(pair.cert)},
+    )
+
+    result = await collect(stack.target, stack.tls.cert, request(new_id(), count=3))
+
+    result.assert_complete(3)
+
+
+async def test_services_reach_a_nats_server_that_wants_tls_before_anything_else(
+    make_stack: StackFactory, tmp_path: Path
+) -> None:
+    # nats-server's handshake_first, for NATS behind a load balancer that terminates TLS.
+    pair = tls.self_signed(tmp_path / "nats-tls", stem="nats")
+    settings = {"NATS_TLS_CA_FILE": str(pair.cert), "NATS_TLS_HANDSHAKE_FIRST": "true"}
+    stack = make_stack(
+        nats_config=tls_config(pair, handshake_first=True),
+        edge={f"EDGE_{name}": value for name, value in settings.items()},
+        producer={f"PRODUCER_{name}": value for name, value in settings.items()},
     )
 
     result = await collect(stack.target, stack.tls.cert, request(new_id(), count=3))

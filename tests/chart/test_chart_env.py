@@ -105,6 +105,14 @@ def test_external_nats_tls_files_reach_both_services() -> None:
             assert path == f"{mount['mountPath']}/{key}"
 
 
+def test_tls_handshake_first_reaches_both_services_only_when_asked() -> None:
+    asked = render(VARIANTS["external-nats"], "nats.external.tlsHandshakeFirst=true")
+    for docs, expected in ((asked, "true"), (render_variant("external-nats"), None)):
+        for deployment, prefix in ((EDGE, "EDGE"), (PRODUCER, "PRODUCER")):
+            env = env_of(pod_spec(find(docs, "Deployment", deployment))["containers"][0])
+            assert env.get(f"{prefix}_NATS_TLS_HANDSHAKE_FIRST") == expected
+
+
 def test_otel_settings_when_enabled_and_sdk_disabled_otherwise() -> None:
     traced = env(render_variant("observability"), PRODUCER)
     assert traced["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector.observability.svc:4317"

@@ -201,6 +201,10 @@ Env both services read under their own prefix; call with (dict "ctx" $ "prefix" 
 - name: {{ $prefix }}_NATS_TLS_CA_FILE
   value: /etc/streamer/nats-ca/ca.crt
 {{- end }}
+{{- if .tlsHandshakeFirst }}
+- name: {{ $prefix }}_NATS_TLS_HANDSHAKE_FIRST
+  value: "true"
+{{- end }}
 {{- if .tlsClientSecret }}
 - name: {{ $prefix }}_NATS_TLS_CERT_FILE
   value: /etc/streamer/nats-client/tls.crt

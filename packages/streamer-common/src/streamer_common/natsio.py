@@ -45,6 +45,8 @@ def connect_options(settings: NatsSettings, name: str) -> dict[str, Any]:
         options["password"] = settings.nats_password
     if tls is not None:
         options["tls"] = tls
+    if settings.nats_tls_handshake_first:
+        options["tls_handshake_first"] = True
     return options
 
 
@@ -65,9 +67,11 @@ def _files(settings: NatsSettings) -> tuple[Credentials | None, ClientTls | None
 
 
 def _wants_tls(settings: NatsSettings) -> bool:
-    """A `tls://` URL or a TLS file asks for TLS, as nats.go takes them."""
+    """A `tls://` URL, a TLS file or TLS first asks for TLS, as nats.go takes them."""
     tls_file = settings.nats_tls_ca_file or settings.nats_tls_cert_file
-    return bool(tls_file) or any(url.startswith("tls://") for url in settings.nats_url)
+    if tls_file or settings.nats_tls_handshake_first:
+        return True
+    return any(url.startswith("tls://") for url in settings.nats_url)
 
 
 class _TlsOnlyClient(Client):

@@ -105,6 +105,7 @@ class NatsSettings:
     nats_tls_ca_file: str = ""
     nats_tls_cert_file: str = ""
     nats_tls_key_file: str = ""
+    nats_tls_handshake_first: bool = False
     data_stream: str = "STREAMER_DATA"
     jobs_stream: str = "STREAMER_JOBS"
     retention: Duration = Duration(3600)
