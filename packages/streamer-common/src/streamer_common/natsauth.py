@@ -94,11 +94,11 @@ class Credentials:
 
     nats-py reads such a file itself at every (re)connection, and fails badly on a broken
     one: on a file with no JWT it reads on past the end for ever, hanging the service deaf
-    to SIGTERM; on one with no valid seed its reconnecting task dies of a TypeError and the
-    service stays cut off. Here a changed file is read at the next connection's challenge
-    (at most once a second); one that does not load is logged and the JWT and seed loaded
-    before are kept. A renewed user JWT (they expire) is presented from the next
-    reconnection on.
+    to SIGTERM; on one with no valid seed its reconnecting task dies of an error it does not
+    retry (a TypeError, or nkeys' own) and the service stays cut off. Here a changed file
+    is read at the next connection's challenge (at most once a second); one that does not
+    load is logged and the JWT and seed loaded before are kept. A renewed user JWT (they
+    expire) is presented from the next reconnection on.
     """
 
     def __init__(self, path: str) -> None:
