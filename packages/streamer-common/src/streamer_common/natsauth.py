@@ -33,7 +33,7 @@ class ClientTls(ssl.SSLContext):
         self._ca_file = ca_file
         self._pair = (cert_file, key_file) if cert_file else None
         self._paths = [path for path in (ca_file, cert_file, key_file) if path]
-        self._load()
+        self._load_into(self)
         self._watch = ChangeWatch(self._paths)
 
     def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:
@@ -41,21 +41,21 @@ class ClientTls(ssl.SSLContext):
         self._reload_if_changed()
         return super().wrap_bio(*args, **kwargs)
 
-    def _load(self) -> None:
+    def _load_into(self, context: ssl.SSLContext) -> None:
         if self._ca_file:
-            self.load_verify_locations(cafile=self._ca_file)
+            context.load_verify_locations(cafile=self._ca_file)
         else:
-            self.load_default_certs()
+            context.load_default_certs()
         if self._pair is not None:
-            self.load_cert_chain(*self._pair)
+            context.load_cert_chain(*self._pair)
 
     def _reload_if_changed(self) -> None:
         try:
             if not self._watch.changed():
                 return
             # A trial first: a key that does not match would leave this context half loaded.
-            ClientTls(self._ca_file, *(self._pair or ("", "")))
-            self._load()
+            self._load_into(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
+            self._load_into(self)
         except (OSError, ssl.SSLError) as error:
             logger.warning(
                 "cannot load the changed NATS TLS files; using the ones loaded before",
