@@ -264,3 +264,19 @@ def test_peak_open_counts_the_streams_open_at_the_same_time() -> None:
     # Three overlap in 2..3; the one starting as another ends does not add to it.
     tallies = [tally(0, 3), tally(1, 4), tally(2, 5), tally(5, 6), tally(6, 7)]
     assert peak_open(tallies) == 3
+
+
+@pytest.mark.timeout(120)
+def test_resume_prints_a_replay_and_a_resume_for_the_last_chunk() -> None:
+    # 40 chunks of 256 KiB are 40 messages: enough for the edge to search.
+    run = bench_tool("bench.resume", "--count", "40", "--size", str(256 * 1024), "--rounds", "1")
+
+    (line,) = run.stdout.splitlines()
+    match = re.fullmatch(
+        r"round 1: 40 x 262144 B; replay [\d.]+ s, edge CPU [\d.]+ s, read ([\d.]+) MB; resume"
+        r" for the last chunk [\d.]+ s, edge CPU [\d.]+ s, read ([\d.]+) MB: [\d.]+ of the"
+        r" replay's time, [\d.]+ of its bytes",
+        line,
+    )
+    assert match, line
+    assert float(match[2]) < float(match[1]) / 2, line

@@ -139,6 +139,16 @@ def position_after(headers: Mapping[str, str]) -> Position:
     return Position(last + 1, int(chunk), int(skip or 0))
 
 
+def first_item(headers: Mapping[str, str]) -> int:
+    """The sequence of a data message's first item or, for a marker, of the item after it.
+
+    Along a stream's subject it never decreases, which is what a search for where to resume
+    relies on; KeyError or ValueError if the headers are not ours.
+    """
+    sequence = int(headers[SEQ])
+    return sequence + 1 if STATUS in headers else sequence
+
+
 @dataclasses.dataclass(frozen=True)
 class Job:
     """A request to produce stream `id` with handler `job` and its parameters."""

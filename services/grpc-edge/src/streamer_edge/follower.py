@@ -11,6 +11,7 @@ import time
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from streamer_common import frames
 from streamer_common.inbox import SharedInbox
@@ -20,6 +21,10 @@ from streamer_common.topology import data_subject
 logger = logging.getLogger(__name__)
 
 _POLL = 1.0
+
+# A subject of at most this many messages is read from its start to resume: each probe of
+# the search reads a whole message too.
+SEARCH_ABOVE = 32
 
 
 class NatsOutage(Exception):
@@ -34,11 +39,56 @@ class Received:
     frame: frames.Frame
 
 
+async def resume_point(nc: Client, data_stream: str, stream_id: str, after: int, last: int) -> int:
+    """Where to start reading `stream.<id>` for a client that has items 1 to `after`.
+
+    The JetStream sequence of the last message whose items start at or before `after + 1`,
+    found by bisecting the stream's sequences with direct gets, so resuming near the end of
+    a long stream reads a few messages instead of all of them; 0 (read from the start) when
+    the subject holds too few messages for a search to pay, or a probe fails. `last` is the
+    sequence of the subject's last message.
+    """
+    if after <= 0 or last <= 0:
+        return 0
+    subject = data_subject(stream_id)
+    js = nc.jetstream()
+    best = 0
+    try:
+        info = await js.stream_info(data_stream, subjects_filter=subject)
+        if (info.state.subjects or {}).get(subject, 0) <= SEARCH_ABOVE:
+            return 0
+        low, high = info.state.first_seq, last
+        while low <= high:
+            middle = (low + high) // 2
+            try:
+                msg = await js.get_msg(data_stream, middle, subject, direct=True, next=True)
+            except NotFoundError:
+                msg = None
+            if msg is None or msg.seq is None or msg.seq > high:
+                high = middle - 1  # none of the subject's messages from `middle` to `high`
+            elif frames.first_item(msg.headers or {}) <= after + 1:
+                best, low = msg.seq, msg.seq + 1
+            else:
+                high = middle - 1
+    except (NatsError, OSError, TimeoutError, KeyError, ValueError) as error:
+        # Reading from the last message found is as right, only slower; a malformed message
+        # is reported by the read itself.
+        logger.debug("resume search failed", extra={"subject": subject, "error": repr(error)})
+    return best
+
+
 class Follower:
     """An ephemeral ordered consumer on `stream.<id>`, recreated where it left off if lost."""
 
     def __init__(
-        self, inbox: SharedInbox, data_stream: str, stream_id: str, *, max_bytes: int, outage: float
+        self,
+        inbox: SharedInbox,
+        data_stream: str,
+        stream_id: str,
+        *,
+        max_bytes: int,
+        outage: float,
+        start: int = 0,
     ) -> None:
         self._nc: Client = inbox.nc
         self._inbox = inbox
@@ -46,7 +96,7 @@ class Follower:
         self._subject = data_subject(stream_id)
         self._max_bytes = max_bytes
         self._outage = outage
-        self._last_stream_sequence = 0
+        self._last_stream_sequence = max(start - 1, 0)  # read from JetStream sequence `start`
         self._outage_since = 0.0
         self._consumer = ""
         self._puller: PullConsumer | None = None

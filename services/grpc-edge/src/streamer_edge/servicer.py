@@ -23,7 +23,7 @@ from streamer_common.metrics import EdgeMetrics
 from streamer_common.natsio import StreamState, stream_state
 from streamer_common.proto import stream_pb2, stream_pb2_grpc
 from streamer_common.topology import TopologyKeeper, job_subject, stream_missing
-from streamer_edge.follower import Follower, NatsOutage, Received
+from streamer_edge.follower import Follower, NatsOutage, Received, resume_point
 from streamer_edge.interest import Interest
 from streamer_edge.observe import StreamRecord
 from streamer_edge.readers import ReaderPool
@@ -217,6 +217,9 @@ class StreamerServicer(stream_pb2_grpc.StreamerServicer):
     async def _relay(self, call: Call) -> None:
         settings = self._settings
         state = await self._state(call.stream_id)
+        start = await resume_point(
+            self._nc, settings.data_stream, call.stream_id, call.delivered, state.subject_sequence
+        )
         try:
             with self._interest.hold(call.stream_id):
                 async with (
@@ -227,6 +230,7 @@ class StreamerServicer(stream_pb2_grpc.StreamerServicer):
                         call.stream_id,
                         max_bytes=settings.stream_buffer_bytes,
                         outage=settings.nats_outage_timeout,
+                        start=start,
                     ) as follower,
                 ):
                     # The job is queued only once a reader exists: a call refused a consumer

@@ -1,0 +1,113 @@
+"""Resuming with `after_sequence` starts reading near the client's place, not at the start."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import nats
+import pytest
+from nats.aio.client import Client
+from nats.js.api import StreamConfig
+
+from streamer_common import frames
+from streamer_common.proto import stream_pb2
+from streamer_devstack.processes import NatsServer
+from streamer_devstack.stack import Stack
+from streamer_edge.follower import SEARCH_ABOVE, resume_point
+from support import collect, new_id, request
+
+DATA = "STREAMER_DATA"
+
+
+@pytest.fixture
+async def nc(tmp_path: Path) -> AsyncIterator[Client]:
+    server = NatsServer(tmp_path)
+    server.start()
+    try:
+        async with await nats.connect(server.url) as nc:
+            await nc.jetstream().add_stream(
+                StreamConfig(name=DATA, subjects=["stream.*"], allow_direct=True)
+            )
+            yield nc
+    finally:
+        server.stop()
+
+
+async def write(nc: Client, stream_id: str, messages: list[dict[str, str]]) -> list[int]:
+    """Publish `messages` (their headers) to `stream.<id>`, each between two of another id's."""
+    js, sequences = nc.jetstream(), []
+    for headers in messages:
+        await js.publish("stream.other", b"x")
+        ack = await js.publish(f"stream.{stream_id}", b"x" * 10, headers=headers)
+        sequences.append(ack.seq)
+        await js.publish("stream.other", b"x")
+    return sequences
+
+
+def history(sizes: list[int], stopped_after: int) -> list[dict[str, str]]:
+    """Data messages of `sizes` items each, a `stopped` marker after message `stopped_after`
+    (the job continued), and the end marker."""
+    messages, sequence = [], 1
+    for index, size in enumerate(sizes):
+        position = frames.Position(sequence + size, index + 1)
+        messages.append(frames.data_headers("w", sequence, [1] * size, position))
+        sequence += size
+        if index == stopped_after:
+            messages.append(frames.control_headers("w", frames.STOPPED, position))
+    messages.append(frames.control_headers("w", frames.END, frames.Position(sequence)))
+    return messages
+
+
+async def test_the_search_starts_at_the_message_holding_the_next_item(nc: Client) -> None:
+    sizes = [1 + index % 5 for index in range(SEARCH_ABOVE + 30)]
+    messages = history(sizes, stopped_after=20)
+    sequences = await write(nc, "long", messages)
+    items = sum(sizes)
+
+    found, expected = [], []
+    for after in range(1, items + 2):
+        found.append(await resume_point(nc, DATA, "long", after, sequences[-1]))
+        # The last message whose items start at or before after + 1, by reading them all.
+        expected.append(
+            max(
+                seq
+                for seq, headers in zip(sequences, messages, strict=True)
+                if frames.first_item(headers) <= after + 1
+            )
+        )
+
+    assert found == expected
+    assert found[-1] == sequences[-1]  # a client with every item starts at the end marker
+
+
+async def test_a_subject_of_few_messages_is_read_from_its_start(nc: Client) -> None:
+    sequences = await write(nc, "short", history([3] * (SEARCH_ABOVE - 1), stopped_after=-1))
+
+    assert await resume_point(nc, DATA, "short", 90, sequences[-1]) == 0
+    assert await resume_point(nc, DATA, "nothing", 5, 0) == 0
+
+
+def edge_bytes_from_nats(stack: Stack) -> int:
+    """Bytes nats-server has sent the edge's connections so far."""
+    connections = stack.nats.monitor("connz?limit=1000")["connections"]
+    return sum(c["out_bytes"] for c in connections if c.get("name", "").startswith("streamer-edge"))
+
+
+async def test_resuming_near_the_end_of_a_long_stream_reads_a_few_messages(stack: Stack) -> None:
+    count, size = 400, 64 * 1024  # about 100 messages of 256 KiB
+    whole_request = request(new_id(), count=count, size=size, interval_ms=0)
+    whole = await collect(stack.target, stack.tls.cert, whole_request)
+    whole.assert_complete(count)
+
+    before = edge_bytes_from_nats(stack)
+    resumed_request = stream_pb2.Request()
+    resumed_request.CopyFrom(whole_request)
+    resumed_request.after_sequence = count - 4
+    resumed = await collect(stack.target, stack.tls.cert, resumed_request)
+    read = edge_bytes_from_nats(stack) - before
+
+    resumed.assert_complete(count, after=count - 4)
+    assert resumed.items[:4] == whole.items[count - 4 : count]
+    # Reading from the start took the whole stream, 26.3 MB; the search read 1.8 MB.
+    assert read < count * size / 4, read
