@@ -273,7 +273,7 @@ def test_resume_prints_a_replay_and_a_resume_for_the_last_chunk() -> None:
 
     (line,) = run.stdout.splitlines()
     match = re.fullmatch(
-        r"round 1: 40 x 262144 B; replay [\d.]+ s, edge CPU [\d.]+ s, read ([\d.]+) MB; resume"
+        r"round 1: 1 x 40 x 262144 B; replay [\d.]+ s, edge CPU [\d.]+ s, read ([\d.]+) MB; resume"
         r" for the last chunk [\d.]+ s, edge CPU [\d.]+ s, read ([\d.]+) MB: [\d.]+ of the"
         r" replay's time, [\d.]+ of its bytes",
         line,

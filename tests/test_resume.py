@@ -88,24 +88,18 @@ async def test_a_subject_of_few_messages_is_read_from_its_start(nc: Client) -> N
     assert await resume_point(nc, DATA, "nothing", 5, 0) == 0
 
 
-def edge_bytes_from_nats(stack: Stack) -> int:
-    """Bytes nats-server has sent the edge's connections so far."""
-    connections = stack.nats.monitor("connz?limit=1000")["connections"]
-    return sum(c["out_bytes"] for c in connections if c.get("name", "").startswith("streamer-edge"))
-
-
 async def test_resuming_near_the_end_of_a_long_stream_reads_a_few_messages(stack: Stack) -> None:
     count, size = 400, 64 * 1024  # about 100 messages of 256 KiB
     whole_request = request(new_id(), count=count, size=size, interval_ms=0)
     whole = await collect(stack.target, stack.tls.cert, whole_request)
     whole.assert_complete(count)
 
-    before = edge_bytes_from_nats(stack)
+    before = stack.nats.bytes_sent("streamer-edge")
     resumed_request = stream_pb2.Request()
     resumed_request.CopyFrom(whole_request)
     resumed_request.after_sequence = count - 4
     resumed = await collect(stack.target, stack.tls.cert, resumed_request)
-    read = edge_bytes_from_nats(stack) - before
+    read = stack.nats.bytes_sent("streamer-edge") - before
 
     resumed.assert_complete(count, after=count - 4)
     assert resumed.items[:4] == whole.items[count - 4 : count]

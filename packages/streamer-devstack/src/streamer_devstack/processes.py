@@ -150,6 +150,12 @@ class NatsServer(Process):
         with urllib.request.urlopen(f"http://127.0.0.1:{self.monitor_port}/{path}", timeout=5) as r:
             return json.loads(r.read())
 
+    def bytes_sent(self, name_prefix: str) -> int:
+        """Bytes sent so far to connections named `name_prefix...`, closed ones included."""
+        connections = self.monitor("connz?state=all&limit=100000")["connections"]
+        named = (c for c in connections if c.get("name", "").startswith(name_prefix))
+        return sum(c["out_bytes"] for c in named)
+
     def start(self, timeout: float = 20.0, detach: bool = False) -> None:
         """Start (or restart on the same port and store) and wait until it accepts clients."""
         options = []

@@ -217,28 +217,33 @@ class StreamerServicer(stream_pb2_grpc.StreamerServicer):
     async def _relay(self, call: Call) -> None:
         settings = self._settings
         state = await self._state(call.stream_id)
-        start = await resume_point(
-            self._nc, settings.data_stream, call.stream_id, call.delivered, state.subject_sequence
-        )
         try:
             with self._interest.hold(call.stream_id):
-                async with (
-                    self._reader() as reader,
-                    Follower(
+                async with self._reader() as reader:
+                    # On the reader's connection: a thousand resumes at once would otherwise
+                    # pile their probes' messages up on one connection past nats-server's
+                    # slow-consumer bound.
+                    start = await resume_point(
+                        reader.nc,
+                        settings.data_stream,
+                        call.stream_id,
+                        call.delivered,
+                        state.subject_sequence,
+                    )
+                    async with Follower(
                         reader,
                         settings.data_stream,
                         call.stream_id,
                         max_bytes=settings.stream_buffer_bytes,
                         outage=settings.nats_outage_timeout,
                         start=start,
-                    ) as follower,
-                ):
-                    # The job is queued only once a reader exists: a call refused a consumer
-                    # queues no work for nobody.
-                    if not state.finished:
-                        await self._start_job(call, state)
-                    with call.record.delivering(state):
-                        await self._follow(call, follower, stale=state.subject_sequence)
+                    ) as follower:
+                        # The job is queued only once a reader exists: a call refused a
+                        # consumer queues no work for nobody.
+                        if not state.finished:
+                            await self._start_job(call, state)
+                        with call.record.delivering(state):
+                            await self._follow(call, follower, stale=state.subject_sequence)
         except APIError as error:
             if error.err_code != _CONSUMER_LIMIT:
                 raise
