@@ -216,20 +216,25 @@ class StreamerServicer(stream_pb2_grpc.StreamerServicer):
 
     async def _relay(self, call: Call) -> None:
         settings = self._settings
-        state = await self._state(call.stream_id)
+        # A fresh call's consumer needs nothing from the stream's state, so both round trips
+        # go at once; a resumed call's consumer starts where the state lets the search look.
+        reading = asyncio.ensure_future(self._state(call.stream_id))
+        reading.add_done_callback(_retrieved)
         try:
+            start = 0
             with self._interest.hold(call.stream_id):
                 async with self._reader() as reader:
-                    # On the reader's connection: a thousand resumes at once would otherwise
-                    # pile their probes' messages up on one connection past nats-server's
-                    # slow-consumer bound.
-                    start = await resume_point(
-                        reader.nc,
-                        settings.data_stream,
-                        call.stream_id,
-                        call.delivered,
-                        state.subject_sequence,
-                    )
+                    if call.delivered:
+                        # On the reader's connection: a thousand resumes at once would
+                        # otherwise pile their probes' messages up on one connection past
+                        # nats-server's slow-consumer bound.
+                        start = await resume_point(
+                            reader.nc,
+                            settings.data_stream,
+                            call.stream_id,
+                            call.delivered,
+                            (await reading).subject_sequence,
+                        )
                     async with Follower(
                         reader,
                         settings.data_stream,
@@ -238,6 +243,7 @@ class StreamerServicer(stream_pb2_grpc.StreamerServicer):
                         outage=settings.nats_outage_timeout,
                         start=start,
                     ) as follower:
+                        state = await reading
                         # The job is queued only once a reader exists: a call refused a
                         # consumer queues no work for nobody.
                         if not state.finished:
@@ -255,6 +261,8 @@ class StreamerServicer(stream_pb2_grpc.StreamerServicer):
                 "per open stream everywhere; retry with backoff, or raise DATA_MAX_CONSUMERS "
                 f"({settings.data_max_consumers} here) and the NATS account's limit if lower",
             ) from None
+        finally:
+            reading.cancel()  # a call that ended first (its consumer refused) reads no state
 
     def _reader(self) -> contextlib.AbstractAsyncContextManager[SharedInbox]:
         """The connection a reader pulls on: one from the pool, else the edge's one."""
@@ -391,6 +399,12 @@ class StreamerServicer(stream_pb2_grpc.StreamerServicer):
             state = await self._state(call.stream_id)
             if not state.finished:
                 await self._start_job(call, state)
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    """Mark a task's outcome as seen, so one nobody awaited logs no "never retrieved"."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _data_loss(call: Call, got: int) -> StreamEnded:
