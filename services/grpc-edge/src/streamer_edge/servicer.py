@@ -250,9 +250,13 @@ class StreamerServicer(stream_pb2_grpc.StreamerServicer):
                             await self._start_job(call, state)
                         with call.record.delivering(state):
                             await self._follow(call, follower, stale=state.subject_sequence)
-        except APIError as error:
+        except APIError as error:  # only creating the consumer lets one through
             if error.err_code != _CONSUMER_LIMIT:
-                raise
+                raise StreamEnded(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"cannot create the call's JetStream consumer ({error.description}"
+                    f"{self._missing(error)}); retry",
+                ) from error
             if self._keeper is not None:  # a service configured lower may have lowered it
                 self._keeper.recheck()
             raise StreamEnded(
