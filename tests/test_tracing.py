@@ -14,7 +14,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from conftest import StackFactory
 from streamer_common import tracing
-from streamer_common.proto import stream_pb2_grpc
+from streamer_common.proto import stream_pb2, stream_pb2_grpc
 from support import channel, log_events, new_id, request, wait_until
 
 CLIENT_TRACE = "0af7651916cd43dd8448eb211c80319c"
@@ -174,6 +174,30 @@ async def test_one_trace_from_the_call_through_the_job_to_delivery(
     assert stack.edge is not None
     (ended,) = [json.loads(line) for line in log_events(stack.edge, "stream ended")]
     assert (ended["trace_id"], ended["span_id"]) == (CLIENT_TRACE, server.span_id)
+
+
+async def test_a_resumed_call_has_a_span_for_its_search(
+    make_stack: StackFactory, receiver: tuple[Receiver, int]
+) -> None:
+    spans, port = receiver
+    stack = make_stack(edge=otel_env(port))
+    # 40 chunks of 256 KiB are 40 messages: enough for the edge to search.
+    stream = request(new_id(), count=40, size=256 * 1024, interval_ms=0)
+    async with channel(stack.target, stack.tls.cert) as chan:
+        stub = stream_pb2_grpc.StreamerStub(chan)
+        assert len([data async for data in stub.Stream(stream)]) == 41
+        resumed = stream_pb2.Request()
+        resumed.CopyFrom(stream)
+        resumed.after_sequence = 38
+        assert [data.sequence async for data in stub.Stream(resumed)] == [39, 40, 0]
+    await wait_until(lambda: any(s.name == "resume search" for s in spans.spans), 10, 0.1)
+
+    search = spans.named("resume search")
+    (server,) = [s for s in spans.spans if s.span_id == search.parent_id]
+    assert server.name == "stream.Streamer/Stream"
+    assert search.attributes[tracing.STREAM_ID] == stream.id
+    assert search.attributes[tracing.AFTER_SEQUENCE] == 38
+    assert search.attributes[tracing.RESUME_STREAM_SEQUENCE] > 1  # not the subject's start
 
 
 def test_without_an_endpoint_there_is_no_tracer_provider() -> None:

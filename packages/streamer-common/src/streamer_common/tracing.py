@@ -45,6 +45,8 @@ ATTEMPT = "streamer.job.attempt"
 OUTCOME = "streamer.job.outcome"
 CHUNKS = "streamer.chunks"
 BYTES = "streamer.bytes"
+AFTER_SEQUENCE = "streamer.after_sequence"
+RESUME_STREAM_SEQUENCE = "streamer.resume.stream_sequence"
 
 NATS = "nats"
 

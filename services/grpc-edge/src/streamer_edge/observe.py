@@ -362,6 +362,19 @@ class StreamRecord:
             tracing.inject(headers)
             yield
 
+    async def resuming(self, search: Awaitable[int]) -> int:
+        """Await `search` for where a resumed call starts reading, in an INTERNAL span."""
+        with self._tracer.start_as_current_span(
+            "resume search",
+            attributes={
+                tracing.STREAM_ID: self.stream_id,
+                tracing.AFTER_SEQUENCE: self.after_sequence,
+            },
+        ) as span:
+            start = await search
+            span.set_attribute(tracing.RESUME_STREAM_SEQUENCE, start)
+        return start
+
     @contextlib.contextmanager
     def delivering(self, state: StreamState) -> Iterator[None]:
         """A CONSUMER span around relaying `stream.<id>` to the client."""

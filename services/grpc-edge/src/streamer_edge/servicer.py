@@ -228,13 +228,11 @@ class StreamerServicer(stream_pb2_grpc.StreamerServicer):
                         # On the reader's connection: a thousand resumes at once would
                         # otherwise pile their probes' messages up on one connection past
                         # nats-server's slow-consumer bound.
-                        start = await resume_point(
-                            reader.nc,
-                            settings.data_stream,
-                            call.stream_id,
-                            call.delivered,
-                            (await reading).subject_sequence,
+                        nc, last = reader.nc, (await reading).subject_sequence
+                        search = resume_point(
+                            nc, settings.data_stream, call.stream_id, call.delivered, last
                         )
+                        start = await call.record.resuming(search)
                     async with Follower(
                         reader,
                         settings.data_stream,
