@@ -11,10 +11,11 @@ from nats.aio.client import Client
 from nats.js.api import StreamConfig
 
 from streamer_common import frames
+from streamer_common.natsio import stream_state
 from streamer_common.proto import stream_pb2
 from streamer_devstack.processes import NatsServer
 from streamer_devstack.stack import Stack
-from streamer_edge.follower import SEARCH_ABOVE, resume_point
+from streamer_edge.follower import resume_point, worth_searching
 from support import collect, new_id, request
 
 DATA = "STREAMER_DATA"
@@ -60,32 +61,45 @@ def history(sizes: list[int], stopped_after: int) -> list[dict[str, str]]:
 
 
 async def test_the_search_starts_at_the_message_holding_the_next_item(nc: Client) -> None:
-    sizes = [1 + index % 5 for index in range(SEARCH_ABOVE + 30)]
+    sizes = [1 + index % 5 for index in range(62)]
     messages = history(sizes, stopped_after=20)
     sequences = await write(nc, "long", messages)
+    state = await stream_state(nc, DATA, "long")
     items = sum(sizes)
+    assert (state.subject_sequence, state.position.next_sequence) == (sequences[-1], items + 1)
 
     found, expected = [], []
     for after in range(1, items + 2):
-        found.append(await resume_point(nc, DATA, "long", after, sequences[-1]))
+        found.append(await resume_point(nc, DATA, "long", after, state))
         # The last message whose items start at or before after + 1, by reading them all.
-        expected.append(
-            max(
-                seq
-                for seq, headers in zip(sequences, messages, strict=True)
-                if frames.first_item(headers) <= after + 1
-            )
+        holding = max(
+            seq
+            for seq, headers in zip(sequences, messages, strict=True)
+            if frames.first_item(headers) <= after + 1
         )
+        searched = worth_searching(len(messages), items, after, sequences[-1])
+        expected.append(holding if searched else 0)
 
     assert found == expected
+    assert sum(map(bool, found)) > len(found) * 3 // 4  # all but the resumes near the start
     assert found[-1] == sequences[-1]  # a client with every item starts at the end marker
 
 
-async def test_a_subject_of_few_messages_is_read_from_its_start(nc: Client) -> None:
-    sequences = await write(nc, "short", history([3] * (SEARCH_ABOVE - 1), stopped_after=-1))
+async def test_a_resume_near_the_start_reads_the_subject_from_there(nc: Client) -> None:
+    await write(nc, "short", history([3] * 31, stopped_after=-1))
+    state = await stream_state(nc, DATA, "short")
 
-    assert await resume_point(nc, DATA, "short", 90, sequences[-1]) == 0
-    assert await resume_point(nc, DATA, "nothing", 5, 0) == 0
+    assert await resume_point(nc, DATA, "short", 5, state) == 0
+    assert await resume_point(nc, DATA, "nothing", 5, await stream_state(nc, DATA, "nothing")) == 0
+
+
+def test_a_search_is_worth_it_when_it_skips_more_messages_than_it_probes() -> None:
+    # A million sequences take 21 probes.
+    assert worth_searching(messages=100, items=1000, after=990, sequences=1_000_000)
+    assert not worth_searching(messages=100, items=1000, after=100, sequences=1_000_000)
+    assert not worth_searching(messages=20, items=20, after=20, sequences=1_000_000)
+    assert worth_searching(messages=20, items=20, after=20, sequences=1000)
+    assert not worth_searching(messages=5, items=0, after=3, sequences=10)
 
 
 async def test_resuming_near_the_end_of_a_long_stream_reads_a_few_messages(stack: Stack) -> None:

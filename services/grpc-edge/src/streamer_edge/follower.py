@@ -15,16 +15,13 @@ from nats.js.errors import NotFoundError
 
 from streamer_common import frames
 from streamer_common.inbox import SharedInbox
+from streamer_common.natsio import StreamState
 from streamer_common.pull import ConsumerGone, PullConsumer
 from streamer_common.topology import data_subject
 
 logger = logging.getLogger(__name__)
 
 _POLL = 1.0
-
-# A subject of at most this many messages is read from its start to resume: each probe of
-# the search reads a whole message too.
-SEARCH_ABOVE = 32
 
 
 class NatsOutage(Exception):
@@ -39,25 +36,39 @@ class Received:
     frame: frames.Frame
 
 
-async def resume_point(nc: Client, data_stream: str, stream_id: str, after: int, last: int) -> int:
+def worth_searching(messages: int, items: int, after: int, sequences: int) -> bool:
+    """Whether bisecting `sequences` JetStream sequences reads fewer messages than it skips.
+
+    A read from the subject's start goes through about `messages * after / items` of its
+    messages before the client's place; the search reads one whole message per probe,
+    about log2(`sequences`) + 1 of them.
+    """
+    skipped = messages * min(after, items) // max(items, 1)
+    return skipped > sequences.bit_length() + 1
+
+
+async def resume_point(
+    nc: Client, data_stream: str, stream_id: str, after: int, state: StreamState
+) -> int:
     """Where to start reading `stream.<id>` for a client that has items 1 to `after`.
 
     The JetStream sequence of the last message whose items start at or before `after + 1`,
     found by bisecting the stream's sequences with direct gets, so resuming near the end of
     a long stream reads a few messages instead of all of them; 0 (read from the start) when
-    the subject holds too few messages for a search to pay, or a probe fails. `last` is the
-    sequence of the subject's last message.
+    the search would read more than it skips (`worth_searching`), or a probe fails.
     """
-    if after <= 0 or last <= 0:
+    if after <= 0 or state.subject_sequence <= 0:
         return 0
     subject = data_subject(stream_id)
     js = nc.jetstream()
     best = 0
     try:
         info = await js.stream_info(data_stream, subjects_filter=subject)
-        if (info.state.subjects or {}).get(subject, 0) <= SEARCH_ABOVE:
+        messages = (info.state.subjects or {}).get(subject, 0)
+        low, high = info.state.first_seq, state.subject_sequence
+        items = state.position.next_sequence - 1
+        if not worth_searching(messages, items, after, high - low + 1):
             return 0
-        low, high = info.state.first_seq, last
         while low <= high:
             middle = (low + high) // 2
             try:
