@@ -36,11 +36,14 @@ async def nc(tmp_path: Path) -> AsyncIterator[Client]:
 
 
 async def write(nc: Client, stream_id: str, messages: list[dict[str, str]]) -> list[int]:
-    """Publish `messages` (their headers) to `stream.<id>`, each between two of another id's."""
+    """Publish `messages` (their headers) to `stream.<id>`, each between two of another id's;
+    a data message holds one byte per item."""
     js, sequences = nc.jetstream(), []
     for headers in messages:
+        items = 0 if frames.STATUS in headers else headers.get(frames.SIZES, "").count(",") + 1
+        frames.decode(headers, b"x" * items)  # as an edge would read it
         await js.publish("stream.other", b"x")
-        ack = await js.publish(f"stream.{stream_id}", b"x" * 10, headers=headers)
+        ack = await js.publish(f"stream.{stream_id}", b"x" * items, headers=headers)
         sequences.append(ack.seq)
         await js.publish("stream.other", b"x")
     return sequences
