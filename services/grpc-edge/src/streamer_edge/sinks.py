@@ -1,14 +1,18 @@
-"""How a call hands relayed items to its client: one `Data` per write, or `Batch`es of them."""
+"""How a call hands relayed items to its client: one `Data` per write, or `Batch`es of them.
+
+Both write wire bytes (`wire`), not protobuf messages: an item's data is copied once, into
+the bytes handed to gRPC.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from streamer_common.proto import stream_pb2
+from streamer_edge import wire
 
-# Wire bytes of an item besides its data: tags, lengths and the sequence.
-_ITEM_OVERHEAD = 16
+Item = bytes | memoryview  # an item's data: a slice of the NATS message that carried it
+Write = Callable[[bytes], Awaitable[None]]
 
 
 class Sink(Protocol):
@@ -21,10 +25,10 @@ class Sink(Protocol):
     accepted: int
     written: int
 
-    async def put(self, sequence: int, data: bytes) -> None:
+    async def put(self, sequence: int, data: Item) -> None:
         """Send (or queue) one item; sequence 0 is the end marker."""
 
-    async def put_many(self, sequence: int, items: list[bytes]) -> None:
+    async def put_many(self, sequence: int, items: list[Item]) -> None:
         """Send (or queue) consecutive data items, the first with `sequence`."""
 
     async def flush(self) -> None:
@@ -34,18 +38,18 @@ class Sink(Protocol):
 class DataSink:
     """`Stream`: one `Data` message per item, written at once."""
 
-    def __init__(self, write: Callable[[stream_pb2.Data], Awaitable[None]], written: int) -> None:
+    def __init__(self, write: Write, written: int) -> None:
         self._write = write
         self.accepted = self.written = written
 
-    async def put(self, sequence: int, data: bytes) -> None:
-        await self._write(stream_pb2.Data(sequence=sequence, data=data))
+    async def put(self, sequence: int, data: Item) -> None:
+        await self._write(wire.data(sequence, data))
         self.accepted = self.written = sequence or self.written
 
-    async def put_many(self, sequence: int, items: list[bytes]) -> None:
-        write, data_type = self._write, stream_pb2.Data
+    async def put_many(self, sequence: int, items: list[Item]) -> None:
+        write, encode = self._write, wire.data
         for data in items:
-            await write(data_type(sequence=sequence, data=data))
+            await write(encode(sequence, data))
             self.accepted = self.written = sequence
             sequence += 1
 
@@ -60,26 +64,26 @@ class BatchSink:
     data that has not arrived; a single item larger than `max_bytes` travels alone.
     """
 
-    def __init__(
-        self, write: Callable[[stream_pb2.Batch], Awaitable[None]], written: int, max_bytes: int
-    ) -> None:
+    def __init__(self, write: Write, written: int, max_bytes: int) -> None:
         self._write = write
         self._max_bytes = max_bytes
-        self._batch = stream_pb2.Batch()
+        self._pieces: list[Item] = []  # the batch's wire bytes: each item's head, then its data
         self._bytes = 0
         self.accepted = self.written = written
 
-    async def put(self, sequence: int, data: bytes) -> None:
+    async def put(self, sequence: int, data: Item) -> None:
         await self.put_many(sequence, [data])
 
-    async def put_many(self, sequence: int, items: list[bytes]) -> None:
-        add, limit = self._batch.items.add, self._max_bytes
+    async def put_many(self, sequence: int, items: list[Item]) -> None:
+        pieces, limit, head_of = self._pieces, self._max_bytes, wire.item_head
         for data in items:
-            size = len(data) + _ITEM_OVERHEAD
+            head = head_of(sequence, len(data))
+            size = len(head) + len(data)
             if self._bytes and self._bytes + size > limit:
                 await self.flush()
-                add = self._batch.items.add
-            add(sequence=sequence, data=data)
+                pieces = self._pieces
+            pieces.append(head)
+            pieces.append(data)
             self._bytes += size
             self.accepted = sequence or self.accepted
             sequence += 1
@@ -87,6 +91,6 @@ class BatchSink:
     async def flush(self) -> None:
         if not self._bytes:
             return
-        batch, self._batch, self._bytes = self._batch, stream_pb2.Batch(), 0
-        await self._write(batch)
+        pieces, self._pieces, self._bytes = self._pieces, [], 0
+        await self._write(b"".join(pieces))
         self.written = self.accepted
