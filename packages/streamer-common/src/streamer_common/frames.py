@@ -44,10 +44,10 @@ class Position:
 
 @dataclasses.dataclass(frozen=True)
 class DataFrame:
-    """Consecutive `Data` items, starting at `first_sequence`: slices of the message's payload."""
+    """Consecutive `Data` items, starting at `first_sequence`."""
 
     first_sequence: int
-    items: list[bytes | memoryview]
+    items: list[bytes]
     published_ns: int
 
     @property
@@ -113,13 +113,12 @@ def decode(headers: Mapping[str, str] | None, payload: bytes) -> Frame:
     if status is not None:
         return ControlFrame(status, sequence, headers.get(ERROR, ""))
     sizes = headers.get(SIZES)
-    items: list[bytes | memoryview]
     if sizes is None:
         items = [payload]
     else:
-        items, offset, view = [], 0, memoryview(payload)
+        items, offset = [], 0
         for size in map(int, sizes.split(",")):
-            items.append(view[offset : offset + size])
+            items.append(payload[offset : offset + size])
             offset += size
         if offset != len(payload):
             raise ValueError("Streamer-Sizes does not add up to the payload length")

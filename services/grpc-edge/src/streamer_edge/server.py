@@ -16,7 +16,6 @@ from streamer_common.files import ChangeWatch
 from streamer_common.proto import stream_pb2, stream_pb2_grpc
 from streamer_edge.observe import ServerTelemetry
 from streamer_edge.settings import EdgeSettings
-from streamer_edge.wire import serialize
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +109,7 @@ def build_server(
         options=server_options(settings),
         maximum_concurrent_rpcs=settings.max_streams + 64,
     )
-    add_streamer(servicer, server)
+    stream_pb2_grpc.add_StreamerServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection([service.full_name for service in SERVICES], server)
     if settings.plaintext:
@@ -119,25 +118,6 @@ def build_server(
         credentials = ReloadingCredentials(settings).credentials()
         port = server.add_secure_port(settings.grpc_address, credentials)
     return server, port
-
-
-def add_streamer(servicer: stream_pb2_grpc.StreamerServicer, server: grpc.aio.Server) -> None:
-    """The generated registration of `Streamer`, but its responses may be wire bytes.
-
-    The sinks write `Data` and `Batch` messages already encoded (`streamer_edge.wire`);
-    `serialize` hands those to gRPC as they are and encodes anything else.
-    """
-    handlers = {}
-    for method in SERVICES[0].methods:
-        if method.client_streaming or method.input_type is not stream_pb2.Request.DESCRIPTOR:
-            raise TypeError(f"{method.full_name} is not a stream of responses to a Request")
-        handlers[method.name] = grpc.unary_stream_rpc_method_handler(
-            getattr(servicer, method.name),
-            request_deserializer=stream_pb2.Request.FromString,
-            response_serializer=serialize,
-        )
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
-    server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
 
 def build_probe_server(address: str, health: HealthServicer) -> tuple[grpc.aio.Server, int]:

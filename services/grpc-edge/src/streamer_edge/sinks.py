@@ -1,18 +1,14 @@
-"""How a call hands relayed items to its client: one `Data` per write, or `Batch`es of them.
-
-Both write wire bytes (`wire`), not protobuf messages: an item's data is copied once, into
-the bytes handed to gRPC.
-"""
+"""How a call hands relayed items to its client: one `Data` per write, or `Batch`es of them."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from streamer_edge import wire
+from streamer_common.proto import stream_pb2
 
-Item = bytes | memoryview  # an item's data: a slice of the NATS message that carried it
-Write = Callable[[bytes], Awaitable[None]]
+# Wire bytes of an item besides its data: tags, lengths and the sequence.
+_ITEM_OVERHEAD = 16
 
 
 class Sink(Protocol):
@@ -25,10 +21,10 @@ class Sink(Protocol):
     accepted: int
     written: int
 
-    async def put(self, sequence: int, data: Item) -> None:
+    async def put(self, sequence: int, data: bytes) -> None:
         """Send (or queue) one item; sequence 0 is the end marker."""
 
-    async def put_many(self, sequence: int, items: list[Item]) -> None:
+    async def put_many(self, sequence: int, items: list[bytes]) -> None:
         """Send (or queue) consecutive data items, the first with `sequence`."""
 
     async def flush(self) -> None:
@@ -38,18 +34,18 @@ class Sink(Protocol):
 class DataSink:
     """`Stream`: one `Data` message per item, written at once."""
 
-    def __init__(self, write: Write, written: int) -> None:
+    def __init__(self, write: Callable[[stream_pb2.Data], Awaitable[None]], written: int) -> None:
         self._write = write
         self.accepted = self.written = written
 
-    async def put(self, sequence: int, data: Item) -> None:
-        await self._write(wire.data(sequence, data))
+    async def put(self, sequence: int, data: bytes) -> None:
+        await self._write(stream_pb2.Data(sequence=sequence, data=data))
         self.accepted = self.written = sequence or self.written
 
-    async def put_many(self, sequence: int, items: list[Item]) -> None:
-        write, encode = self._write, wire.data
+    async def put_many(self, sequence: int, items: list[bytes]) -> None:
+        write, data_type = self._write, stream_pb2.Data
         for data in items:
-            await write(encode(sequence, data))
+            await write(data_type(sequence=sequence, data=data))
             self.accepted = self.written = sequence
             sequence += 1
 
@@ -64,26 +60,26 @@ class BatchSink:
     data that has not arrived; a single item larger than `max_bytes` travels alone.
     """
 
-    def __init__(self, write: Write, written: int, max_bytes: int) -> None:
+    def __init__(
+        self, write: Callable[[stream_pb2.Batch], Awaitable[None]], written: int, max_bytes: int
+    ) -> None:
         self._write = write
         self._max_bytes = max_bytes
-        self._pieces: list[Item] = []  # the batch's wire bytes: each item's head, then its data
+        self._batch = stream_pb2.Batch()
         self._bytes = 0
         self.accepted = self.written = written
 
-    async def put(self, sequence: int, data: Item) -> None:
+    async def put(self, sequence: int, data: bytes) -> None:
         await self.put_many(sequence, [data])
 
-    async def put_many(self, sequence: int, items: list[Item]) -> None:
-        pieces, limit, head_of = self._pieces, self._max_bytes, wire.item_head
+    async def put_many(self, sequence: int, items: list[bytes]) -> None:
+        add, limit = self._batch.items.add, self._max_bytes
         for data in items:
-            head = head_of(sequence, len(data))
-            size = len(head) + len(data)
+            size = len(data) + _ITEM_OVERHEAD
             if self._bytes and self._bytes + size > limit:
                 await self.flush()
-                pieces = self._pieces
-            pieces.append(head)
-            pieces.append(data)
+                add = self._batch.items.add
+            add(sequence=sequence, data=data)
             self._bytes += size
             self.accepted = sequence or self.accepted
             sequence += 1
@@ -91,6 +87,6 @@ class BatchSink:
     async def flush(self) -> None:
         if not self._bytes:
             return
-        pieces, self._pieces, self._bytes = self._pieces, [], 0
-        await self._write(b"".join(pieces))
+        batch, self._batch, self._bytes = self._batch, stream_pb2.Batch(), 0
+        await self._write(batch)
         self.written = self.accepted
