@@ -79,15 +79,12 @@ def main() -> None:
     args = parse_args()
     params = {"count": str(args.count), "size": str(args.size)}
     prefix = f"resume{time.time_ns()}"
-    streams = [
-        stream_pb2.Request(id=f"{prefix}-{index}", job="bench", params=params)
-        for index in range(args.streams)
+    ids = [f"{prefix}-{index}" for index in range(args.streams)]
+    streams = [stream_pb2.Request(id=id_, job="bench", params=params) for id_ in ids]
+    resumes = [
+        stream_pb2.Request(id=id_, job="bench", params=params, after_sequence=args.count - 1)
+        for id_ in ids
     ]
-    resumes = []
-    for stream in streams:
-        resumes.append(stream_pb2.Request())
-        resumes[-1].CopyFrom(stream)
-        resumes[-1].after_sequence = args.count - 1
     with tempfile.TemporaryDirectory(prefix="streamer-resume-") as tmp:
         stack = bench_stack(Path(tmp), args.streams)
         with stack.running():

@@ -12,7 +12,6 @@ from nats.js.api import StreamConfig
 
 from streamer_common import frames
 from streamer_common.natsio import stream_state
-from streamer_common.proto import stream_pb2
 from streamer_devstack.processes import NatsServer
 from streamer_devstack.stack import Stack
 from streamer_edge.follower import resume_point, worth_searching
@@ -112,8 +111,7 @@ async def test_resuming_near_the_end_of_a_long_stream_reads_a_few_messages(stack
     whole.assert_complete(count)
 
     before = stack.nats.bytes_sent("streamer-edge")
-    resumed_request = stream_pb2.Request()
-    resumed_request.CopyFrom(whole_request)
+    resumed_request = request(whole_request.id, count=count, size=size, interval_ms=0)
     resumed_request.after_sequence = count - 4
     resumed = await collect(stack.target, stack.tls.cert, resumed_request)
     read = stack.nats.bytes_sent("streamer-edge") - before

@@ -228,9 +228,12 @@ class StreamerServicer(stream_pb2_grpc.StreamerServicer):
                         # On the reader's connection: a thousand resumes at once would
                         # otherwise pile their probes' messages up on one connection past
                         # nats-server's slow-consumer bound.
-                        nc, state = reader.nc, await reading
                         search = resume_point(
-                            nc, settings.data_stream, call.stream_id, call.delivered, state
+                            reader.nc,
+                            settings.data_stream,
+                            call.stream_id,
+                            call.delivered,
+                            await reading,
                         )
                         start = await call.record.resuming(search)
                     async with Follower(
