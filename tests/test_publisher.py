@@ -12,7 +12,7 @@ from conftest import StackFactory
 from promsupport import scrape, value
 from streamer_common.topology import JOBS_CONSUMER
 from streamer_devstack.stack import Stack
-from streamer_producer.publisher import ReadAhead, Ready, StreamWriter, pump
+from streamer_producer.publisher import ReadAhead, Ready, StreamWriter, pump, split
 from support import collect, new_id, request, stream_writer
 
 MAX_BATCH = 256 * 1024
@@ -41,6 +41,22 @@ async def pumped(handler: Counting, writer: StreamWriter) -> bool:
     return await pump(
         handler(), writer, max_part=MAX_BATCH, max_batch=MAX_BATCH, stop=asyncio.Event()
     )
+
+
+def test_a_large_chunk_is_split_into_views_of_bytes_and_copies_of_a_bytearray() -> None:
+    chunk = bytes(range(256)) * 5
+    parts = split(chunk, 6, 512)
+
+    assert [(bytes(part.payload), part.chunk, part.skip) for part in parts] == [
+        (chunk[:512], 6, 1),
+        (chunk[512:1024], 6, 2),
+        (chunk[1024:], 7, 0),
+    ]
+    assert all(isinstance(part.payload, memoryview) and part.payload.obj is chunk for part in parts)
+    reused = bytearray(chunk)
+    copies = split(reused, 6, 512)
+    reused[:] = bytes(len(reused))  # the handler makes its next chunk in the same buffer
+    assert b"".join(part.payload for part in copies) == chunk
 
 
 async def test_a_handler_that_never_awaits_is_published_a_message_at_a_time(

@@ -19,7 +19,7 @@ import random
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
@@ -39,6 +39,9 @@ _TOO_MANY_REQUESTS = 10167  # the stream's ingest queue is full: the message was
 _HEADER_ROOM = 1024
 _MAX_ITEMS = 4096
 
+# What a handler yields, and the views of it that split a chunk into parts.
+Payload = bytes | bytearray | memoryview
+
 
 class LostOwnership(Exception):
     """Another producer wrote to this stream: this one must stop without touching it."""
@@ -55,7 +58,7 @@ class PublishRefused(Exception):
 class Part(NamedTuple):
     """One `Data` item, and where the job resumes after it: chunk `chunk`, minus `skip` parts."""
 
-    payload: bytes
+    payload: Payload
     chunk: int
     skip: int
 
@@ -67,7 +70,7 @@ class Ready(NamedTuple):
     a `Part` per chunk costs more than the rest of a small chunk's way through the producer.
     """
 
-    payloads: list[bytes]
+    payloads: list[Payload]
     chunk: int
     skip: int
 
@@ -107,7 +110,7 @@ class StreamWriter:
         first = self.position.next_sequence
         after = Position(first + len(payloads), ready.chunk, ready.skip)
         headers = frames.data_headers(self._writer, first, list(map(len, payloads)), after)
-        payload = b"".join(payloads)
+        payload = _payload(payloads)
         self._unconfirmed = headers[frames.WRITE_ID]
         await self._publish(payload, headers)
         self._unconfirmed = None
@@ -132,7 +135,7 @@ class StreamWriter:
             self.position = frames.position_after(headers)
         self._unconfirmed = None
 
-    async def _publish(self, payload: bytes, headers: dict[str, str]) -> None:
+    async def _publish(self, payload: Payload, headers: dict[str, str]) -> None:
         """Publish until NATS stores it or `outage` passes; a retry repeats the same message.
 
         Its expected last subject sequence makes a retry of a publish that was stored after
@@ -142,10 +145,12 @@ class StreamWriter:
         headers[frames.EXPECTED_LAST_SUBJECT_SEQ] = str(self._subject_sequence)
         deadline = time.monotonic() + self._outage
         throttled = 0
+        # nats-py's publish is typed `bytes` but takes any buffer: it only measures and joins it.
+        data = cast(bytes, payload)
         while True:
             try:
                 began = time.monotonic()
-                ack = await self._js.publish(self._subject, payload, headers=headers, timeout=2.0)
+                ack = await self._js.publish(self._subject, data, headers=headers, timeout=2.0)
                 self._metrics.publish_seconds.observe(time.monotonic() - began)
                 self._subject_sequence = ack.seq
                 self.published_messages += 1
@@ -200,11 +205,14 @@ class StreamWriter:
                 await asyncio.sleep(0.25)
 
 
-def split(chunk: bytes, chunk_index: int, max_part: int, skip: int = 0) -> list[Part]:
+def split(chunk: Payload, chunk_index: int, max_part: int, skip: int = 0) -> list[Part]:
     """Parts of one handler chunk (an empty chunk is one empty part), minus the first `skip`."""
     if len(chunk) <= max_part and not skip:
         return [Part(chunk, chunk_index + 1, 0)]
-    pieces = [chunk[offset : offset + max_part] for offset in range(0, len(chunk), max_part)] or [
+    # Parts of an immutable chunk are views of it, not copies: one copy fewer of every byte.
+    # A bytearray's are copies, since its handler may reuse it once it yielded it.
+    whole = memoryview(chunk) if chunk.__class__ is bytes else chunk
+    pieces = [whole[offset : offset + max_part] for offset in range(0, len(chunk), max_part)] or [
         b""
     ]
     last = len(pieces) - 1
@@ -213,6 +221,14 @@ def split(chunk: bytes, chunk_index: int, max_part: int, skip: int = 0) -> list[
         for k, piece in enumerate(pieces)
         if k >= skip
     ]
+
+
+def _payload(payloads: list[Payload]) -> Payload:
+    """One message's payload: a lone view of an immutable chunk goes as it is, not copied."""
+    payload = payloads[0]
+    if len(payloads) == 1 and isinstance(payload, memoryview) and payload.obj.__class__ is bytes:
+        return payload
+    return b"".join(payloads)
 
 
 class ReadAhead:
@@ -233,14 +249,14 @@ class ReadAhead:
         self._limit = limit
         self._turn = turn
         self._since_yield = 0
-        self._parts: deque[tuple[bytes, int, int]] = deque()  # Part's fields, no Part
+        self._parts: deque[tuple[Payload, int, int]] = deque()  # Part's fields, no Part
         self._bytes = 0
         self._ready = asyncio.Event()
         self._room = asyncio.Event()
         self._closed = False
         self._error: BaseException | None = None
 
-    def add(self, payload: bytes, chunk: int, skip: int) -> bool:
+    def add(self, payload: Payload, chunk: int, skip: int) -> bool:
         """Add a part; True when the caller must `await settle()` before adding more."""
         cost = len(payload) + self.PART_COST
         self._parts.append((payload, chunk, skip))
