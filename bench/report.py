@@ -106,10 +106,15 @@ def targets(results: list[Result]) -> list[dict[str, Any]]:
     checks: list[tuple[str, float | None, float, str]] = []
     for size in (64 * 1024, 2**20):
         g1 = find(results, "G1", size, 10)
+        # What the durable hop alone reaches bounds what a path through it can.
+        hop = _div(find(results, "N-js", size, 10), g1, "mb_per_s")
+        alone = "" if hop is None else f"; N-js, the JetStream hop alone, ÷ G1 {hop}"
         for system in ("stream", "batches"):
             ours = find(results, system, size, 10)
             budget = (
-                f" (CPU ns/B: {cpu_per_byte(ours)}; G1 {cpu_per_byte(g1)})" if ours and g1 else ""
+                f" (CPU ns/B: {cpu_per_byte(ours)}; G1 {cpu_per_byte(g1)}{alone})"
+                if ours and g1
+                else ""
             )
             checks.append(
                 (

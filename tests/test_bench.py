@@ -255,6 +255,10 @@ def test_large_chunk_targets_say_where_each_process_spent_its_cpu_per_byte() -> 
 
     budget = "(CPU ns/B: edge 6.5, prod 2.6, nats 5.2, clie 4.1; G1 base 3.0, clie 4.1)"
     assert f"stream 64 KiB x10 MB/s ÷ G1 {budget}: 0.4 (needs >= 0.5) missed" in markdown
+    results.append(run("N-js", 90.0, {"nats": 8.0, "client": 3.5, "publisher": 2.5}))
+    markdown = report.targets_markdown(report.targets(results))
+    hop = "G1 base 3.0, clie 4.1; N-js, the JetStream hop alone, ÷ G1 0.45)"
+    assert f"{hop}: 0.4 (needs >= 0.5) missed" in markdown
 
 
 def test_peak_open_counts_the_streams_open_at_the_same_time() -> None:
