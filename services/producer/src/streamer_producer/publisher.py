@@ -345,7 +345,7 @@ async def _fill(
     index = start.chunk
     try:
         async for chunk in chunks:
-            if chunk.__class__ is not bytes and not isinstance(chunk, bytearray | memoryview):
+            if chunk.__class__ is not bytes and not isinstance(chunk, Payload):
                 # Caught here, the chunks before it are published first, and no attempt
                 # is wasted on what a retry would repeat.
                 raise PermanentError(
